@@ -1,0 +1,27 @@
+// Entry points of the fused DLR CPU kernels, one set per instruction set.
+#pragma once
+
+#include <cstdint>
+
+#include "dlr_tile.h"
+
+namespace dlr {
+
+#define DLR_DECLARE_CPU_KERNELS(isa)                                                         \
+  namespace isa {                                                                            \
+  void forward(const float* x, const float* w, const float* b, const int64_t* dilations,     \
+               float* out, const Geometry& geo, int threads);                                \
+  void backward(const float* grad_out, const float* x, const float* w, const float* b,       \
+                const int64_t* dilations, float* grad_x_parts, float* grad_w_parts,          \
+                float* grad_b_parts, const Geometry& geo, int threads);                      \
+  }
+
+DLR_DECLARE_CPU_KERNELS(generic)
+#if defined(DLR_HAVE_X86_VARIANTS)
+DLR_DECLARE_CPU_KERNELS(avx2)
+DLR_DECLARE_CPU_KERNELS(avx512)
+#endif
+
+#undef DLR_DECLARE_CPU_KERNELS
+
+}  // namespace dlr

@@ -1,0 +1,111 @@
+"""Backend registry of the fused DLR op, with dispatch that explains itself.
+
+Each backend answers ``not_supported_reasons(x)``; the automatic choice takes the first with
+none, ``DLR_ENGINE_BACKEND=torch|cpu|triton|cuda`` (or ``backend=``) forces one and raises,
+listing every backend and why it declined, when the forced one cannot run.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Callable
+
+import torch
+
+BACKEND_ENV = "DLR_ENGINE_BACKEND"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A provider of ``dlr_forward`` / ``dlr_backward`` from a launcher module."""
+
+    name: str
+    module: str
+    devices: tuple[str, ...]
+    dtypes: tuple[torch.dtype, ...]
+    extra_reasons: Callable[[str | None], list[str]] = lambda device_type: []
+
+    def launcher(self) -> ModuleType:
+        return importlib.import_module(self.module, __package__)
+
+    def load_error(self) -> str | None:
+        """Why the launcher cannot be imported, or None."""
+        try:
+            self.launcher()
+        except Exception as exc:  # any import failure makes the backend unavailable
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    def not_supported_reasons(self, device_type: str | None = None,
+                              dtype: torch.dtype | None = None) -> list[str]:
+        """Why this backend cannot run an input on ``device_type`` of ``dtype`` (None: any)."""
+        reasons = []
+        error = self.load_error()
+        if error:
+            reasons.append(f"not available ({error})")
+        if device_type is not None and device_type not in self.devices:
+            reasons.append(f"runs on {'/'.join(self.devices)}, input is on {device_type}")
+        elif device_type == "cuda" and not torch.cuda.is_available():
+            reasons.append("no CUDA device (torch.cuda.is_available() is False)")
+        if dtype is not None and dtype not in self.dtypes:
+            names = ", ".join(str(d).removeprefix("torch.") for d in self.dtypes)
+            reasons.append(f"supports {names}, input is {str(dtype).removeprefix('torch.')}")
+        return reasons + self.extra_reasons(device_type)
+
+
+def _triton_device_reasons(device_type: str | None) -> list[str]:
+    if device_type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        return ["CPU tensors need TRITON_INTERPRET=1 (the Triton interpreter)"]
+    return []
+
+
+_FLOATS = (torch.float32, torch.bfloat16, torch.float16)
+
+BACKENDS: dict[str, Backend] = {
+    "cuda": Backend("cuda", ".dlr_cuda", ("cuda",), _FLOATS),
+    "triton": Backend("triton", ".dlr_triton", ("cuda", "cpu"), _FLOATS,
+                      extra_reasons=_triton_device_reasons),
+    "cpu": Backend("cpu", ".dlr_cpu", ("cpu",), _FLOATS),
+    "torch": Backend("torch", ".dlr_reference", ("cpu", "cuda", "mps", "xpu", "meta"),
+                     (torch.float32, torch.float64, torch.bfloat16, torch.float16)),
+}
+AUTO_ORDER = ("cuda", "triton", "cpu", "torch")
+"""Automatic preference: compiled CUDA, then Triton (GPU only unless interpreted), fused CPU."""
+
+
+class BackendUnavailable(RuntimeError):
+    pass
+
+
+def explain(device_type: str | None = None, dtype: torch.dtype | None = None) -> dict[str, list[str]]:
+    """Backend name -> reasons it declines such an input (empty list: usable)."""
+    return {name: b.not_supported_reasons(device_type, dtype) for name, b in BACKENDS.items()}
+
+
+@torch.compiler.assume_constant_result
+def select(device_type: str, dtype: torch.dtype, requested: str | None = None) -> str:
+    """Backend for an input on ``device_type`` of ``dtype``: ``requested``, else
+    $DLR_ENGINE_BACKEND, else the first usable of ``AUTO_ORDER``.
+
+    A constant for ``torch.compile``: the choice is made once, at trace time.
+    """
+    requested = requested or os.environ.get(BACKEND_ENV) or None
+    if requested is not None:
+        if requested not in BACKENDS:
+            raise BackendUnavailable(
+                f"unknown DLR backend {requested!r}; choose one of {', '.join(BACKENDS)}")
+        if not BACKENDS[requested].not_supported_reasons(device_type, dtype):
+            return requested
+    else:
+        for name in AUTO_ORDER:
+            if name == "triton" and device_type == "cpu":
+                continue  # the interpreter is for tests, never an automatic choice
+            if not BACKENDS[name].not_supported_reasons(device_type, dtype):
+                return name
+    lines = [f"  {name}: {'; '.join(reasons) or 'usable'}"
+             for name, reasons in explain(device_type, dtype).items()]
+    wanted = f"backend {requested!r}" if requested else "any backend"
+    raise BackendUnavailable(f"no DLR backend can run {wanted} for this input "
+                             f"({dtype} on {device_type}):\n" + "\n".join(lines))

@@ -1,0 +1,84 @@
+"""The fused DLR op registered with ``torch.library``: custom op, fake (shape) function and
+autograd, so ``torch.compile(fullgraph=True)`` traces models using it without a graph break.
+
+The backend name is an argument of the op: the compiled kernels (cpu, triton, cuda) all run
+behind the same two ops, ``dlr_engine::dlr_fused`` and ``dlr_engine::dlr_fused_backward``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .backends import BACKENDS, select
+from .dlr_reference import check_dlr_args, dlr_reference
+
+
+@torch.library.custom_op("dlr_engine::dlr_fused", mutates_args=())
+def dlr_fused(x: Tensor, weight: Tensor, bias: Tensor, dilations: list[int], pool: int,
+              backend: str) -> Tensor:
+    """x: (batch, samples) -> (batch, branches * channels, frames), by a compiled backend."""
+    launcher = BACKENDS[backend].launcher()
+    return launcher.dlr_forward(x.contiguous(), weight.contiguous(), bias.contiguous(),
+                                tuple(dilations), pool)
+
+
+@dlr_fused.register_fake
+def _dlr_fused_fake(x, weight, bias, dilations, pool, backend):
+    branches, channels, taps = weight.shape
+    frames = (x.shape[1] - (taps - 1) * max(dilations)) // pool
+    return x.new_empty((x.shape[0], branches * channels, frames))
+
+
+@torch.library.custom_op("dlr_engine::dlr_fused_backward", mutates_args=())
+def dlr_fused_backward(grad_out: Tensor, x: Tensor, weight: Tensor, bias: Tensor,
+                       dilations: list[int], pool: int, backend: str,
+                       need_x_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients (x, weight, bias); the x gradient is an empty tensor when not needed.
+
+    Recomputes the pre-activation from ``x`` for the ReLU mask; nothing full-rate is stored.
+    """
+    launcher = BACKENDS[backend].launcher()
+    grad_x, grad_weight, grad_bias = launcher.dlr_backward(
+        grad_out.contiguous(), x.contiguous(), weight.contiguous(), bias.contiguous(),
+        tuple(dilations), pool, need_x_grad)
+    if grad_x is None:
+        grad_x = x.new_empty((0,))
+    return grad_x, grad_weight, grad_bias
+
+
+@dlr_fused_backward.register_fake
+def _dlr_fused_backward_fake(grad_out, x, weight, bias, dilations, pool, backend, need_x_grad):
+    grad_x = torch.empty_like(x) if need_x_grad else x.new_empty((0,))
+    return grad_x, torch.empty_like(weight), torch.empty_like(bias)
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, dilations, pool, backend = inputs
+    ctx.save_for_backward(x, weight, bias)
+    ctx.dilations, ctx.pool, ctx.backend = dilations, pool, backend
+
+
+def _backward(ctx, grad_out):
+    x, weight, bias = ctx.saved_tensors
+    need_x_grad = ctx.needs_input_grad[0]
+    grad_x, grad_weight, grad_bias = dlr_fused_backward(
+        grad_out, x, weight, bias, ctx.dilations, ctx.pool, ctx.backend, need_x_grad)
+    return (grad_x if need_x_grad else None), grad_weight, grad_bias, None, None, None
+
+
+dlr_fused.register_autograd(_backward, setup_context=_setup_context)
+
+
+def dlr(x: Tensor, weight: Tensor, bias: Tensor, dilations: tuple[int, ...] | list[int],
+        pool: int = 256, backend: str | None = None) -> Tensor:
+    """The DLR op (DESIGN §3) on the best available backend.
+
+    x: (batch, samples) at 8 kHz; weight: (branches, channels, taps); bias: (branches, channels).
+    Returns (batch, branches * channels, frames), frames = (samples - (taps-1)*max(dilations))
+    // pool. ``backend``: torch | cpu | triton | cuda; default $DLR_ENGINE_BACKEND, else auto.
+    """
+    check_dlr_args(x, weight, bias, dilations, pool)
+    name = select(x.device.type, x.dtype, backend)
+    if name == "torch":
+        return dlr_reference(x, weight, bias, dilations, pool)
+    return dlr_fused(x, weight, bias, [int(d) for d in dilations], int(pool), name)

@@ -1,0 +1,33 @@
+"""Shared fixtures: NaN-poisoned allocations, paths of ../shared."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    """The read-only ``shared/`` folder beside the repository (override: DLR_ENGINE_SHARED)."""
+    return Path(os.environ.get("DLR_ENGINE_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture
+def nan_poison(monkeypatch):
+    """Make ``torch.empty`` in the given modules return NaN-filled float buffers, so a kernel
+    that leaves part of its output unwritten fails the comparison."""
+
+    def poison(*modules):
+        real_empty = torch.empty
+
+        def empty(*args, **kwargs):
+            t = real_empty(*args, **kwargs)
+            return t.fill_(float("nan")) if t.is_floating_point() else t
+
+        for module in modules:
+            monkeypatch.setattr(module.torch, "empty", empty, raising=True)
+
+    return poison
