@@ -1,8 +1,29 @@
 """dlr-engine: fused kernels, drop-in modules and a streaming extraction engine for the Deep
 Learned Rhythmic representation (Jeong, Choi & Jeong 2017) and the models around it."""
+from __future__ import annotations
+
+import importlib
+
 from .config import DLRConfig
 from .nn import DLR
 from .ops import dlr
 
 __version__ = "0.1.0"
-__all__ = ["DLR", "DLRConfig", "dlr", "__version__"]
+
+# Heavier parts load on first use, so `import dlr_engine` stays light (no pyarrow, soundfile).
+_LAZY = {
+    "extract": "dlr_engine.engine.extract",
+    "load_model": "dlr_engine.models.registry",
+    "load_tf_checkpoint": "dlr_engine.models.pretrained",
+    "DLRSourceTaskNet": "dlr_engine.models.dlr_source",
+    "MelSpectrogram": "dlr_engine.spectral",
+    "Tempogram": "dlr_engine.spectral",
+}
+
+__all__ = ["DLR", "DLRConfig", "dlr", "__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dlr_engine' has no attribute {name!r}")

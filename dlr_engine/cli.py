@@ -11,6 +11,7 @@ import sys
 
 SUBCOMMANDS = (
     "dlr_engine.info_cli",
+    "dlr_engine.models.convert_cli",
 )
 
 

@@ -110,8 +110,7 @@ def test_too_short_input_error_names_the_receptive_field():
         dlr(torch.randn(1, 20000), weight, bias, PAPER_DILATIONS, 256)
 
 
-def test_explicit_backend_that_cannot_run_lists_every_reason(monkeypatch):
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+def test_explicit_backend_that_cannot_run_lists_every_reason():
     weight, bias = random_params(2, 4, 3, torch.float32)
     with pytest.raises(BackendUnavailable) as info:
         dlr(torch.randn(1, 500), weight, bias, (1, 2), 16, backend="cuda")

@@ -56,8 +56,14 @@ class Backend:
 
 
 def _triton_device_reasons(device_type: str | None) -> list[str]:
-    if device_type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        return ["CPU tensors need TRITON_INTERPRET=1 (the Triton interpreter)"]
+    if device_type != "cpu":
+        return []
+    try:
+        from .dlr_triton import INTERPRETED
+    except Exception:  # the launcher's own import error is reported by load_error
+        return []
+    if not INTERPRETED:
+        return ["CPU tensors need Triton's interpreter (TRITON_INTERPRET=1 before importing triton)"]
     return []
 
 

@@ -1,0 +1,124 @@
+"""Triton DLR kernels against the plain-PyTorch reference, on tiny shapes.
+
+Runs the kernels in Triton's interpreter on CPU. Triton reads ``TRITON_INTERPRET`` when
+``@triton.jit`` decorates a function: for triton's own ``tl.sum``, ``tl.zeros``... that is at
+``import triton``, which ``torch._dynamo`` (hence ``import dlr_engine``) performs. So the flag
+must be set before any test module imports dlr_engine: tests/conftest.py is the place; the
+``setdefault`` below covers running this file alone. Once set it stays set for the whole pytest
+process: any Triton kernel is interpreted (the only way Triton runs without a GPU) and
+torch.compile's CPU code generation (C++) ignores it. ``TRITON_INTERPRET=0`` set by the caller is
+respected: the tests then run compiled on a CUDA device, or are skipped without one.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+pytest.importorskip("triton")
+from dlr_engine.config import receptive_field  # noqa: E402
+from dlr_engine.ops import dlr_triton  # noqa: E402
+from dlr_engine.ops.dlr_reference import dlr_reference  # noqa: E402
+
+DEVICE = "cpu" if dlr_triton.INTERPRETED else "cuda"
+pytestmark = pytest.mark.skipif(
+    not dlr_triton.INTERPRETED and not torch.cuda.is_available(),
+    reason="compiled Triton needs a CUDA GPU; set TRITON_INTERPRET=1 to use the interpreter")
+
+TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3}
+"""Largest accepted relative error ``||out - ref|| / ||ref||`` against the float64 reference:
+float32 accumulation, then (float16) rounding of the outputs to 2 ** -11."""
+
+CASES = {
+    # name: (batch, samples, channels, taps, dilations, pool)
+    "pool8": (3, 110, 5, 4, (1, 2, 3), 8),
+    "pool6_batch1": (1, 131, 3, 3, (1, 2, 3), 6),
+    "one_frame": (3, receptive_field(3, (1, 2, 3)) + 5 - 1, 4, 3, (1, 2, 3), 5),
+    "two_branches_taps5": (2, 90, 4, 5, (3, 1), 4),
+}
+
+
+@pytest.fixture(autouse=True)
+def poisoned_buffers(nan_poison):
+    """Outputs and partial-gradient buffers start as NaN, so an element left unwritten fails."""
+    nan_poison(dlr_triton)
+
+
+def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((out.double() - ref).norm() / ref.norm()).item()
+
+
+def make_inputs(batch, samples, channels, taps, dilations, dtype=torch.float32, seed=0):
+    """x (batch, samples), weight (branches, channels, taps), bias (branches, channels)."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, samples, generator=generator)
+    weight = torch.randn(len(dilations), channels, taps, generator=generator) / taps**0.5
+    bias = 0.1 * torch.randn(len(dilations), channels, generator=generator)
+    return [t.to(DEVICE, dtype) for t in (x, weight, bias)]
+
+
+def reference_with_grads(x, weight, bias, dilations, pool, seed=1):
+    """float64 reference output of the (rounded) inputs, an upstream gradient in x's dtype, and
+    the float64 autograd gradients (x, weight, bias) it gives."""
+    leaves = [t.detach().double().requires_grad_() for t in (x, weight, bias)]
+    ref = dlr_reference(*leaves, dilations, pool)
+    generator = torch.Generator().manual_seed(seed)
+    grad_out = torch.randn(ref.shape, generator=generator).to(DEVICE, x.dtype)
+    ref.backward(grad_out.double())
+    return ref.detach(), grad_out, [leaf.grad for leaf in leaves]
+
+
+def check_against_reference(batch, samples, channels, taps, dilations, pool,
+                            dtype=torch.float32):
+    x, weight, bias = make_inputs(batch, samples, channels, taps, dilations, dtype)
+    ref, grad_out, ref_grads = reference_with_grads(x, weight, bias, dilations, pool)
+    out = dlr_triton.dlr_forward(x, weight, bias, dilations, pool)
+    assert out.shape == ref.shape and out.dtype == dtype
+    assert relative_error(out, ref) < TOLERANCE[dtype]
+    grads = dlr_triton.dlr_backward(grad_out, x, weight, bias, dilations, pool, need_x_grad=True)
+    for name, grad, ref_grad in zip(("x", "weight", "bias"), grads, ref_grads):
+        assert grad.shape == ref_grad.shape and grad.dtype == dtype, name
+        assert relative_error(grad, ref_grad) < TOLERANCE[dtype], name
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_forward_and_backward_match_reference(case):
+    check_against_reference(*case)
+
+
+def test_float16_inputs_computed_in_float32():
+    check_against_reference(2, 100, 4, 3, (1, 2, 3), 8, dtype=torch.float16)
+
+
+def test_tiled_channels_window_and_frame_blocks(monkeypatch):
+    """Small block caps: 3 channel blocks (ragged), 2 tiles per pool window (ragged), several
+    frames per backward program with a ragged last frame block."""
+    monkeypatch.setattr(dlr_triton, "MAX_BLOCK_CHANNELS", 2)
+    monkeypatch.setattr(dlr_triton, "MAX_BLOCK_TIME", 4)
+    monkeypatch.setattr(dlr_triton, "MAX_BACKWARD_FRAME_BLOCKS", 4)
+    check_against_reference(2, 50, 5, 3, (1, 2, 3), 6)
+
+
+def test_non_contiguous_x_and_no_x_grad():
+    dilations, pool = (1, 2, 3), 4
+    x, weight, bias = make_inputs(2, 2 * 70, 3, 3, dilations)
+    x = x[:, ::2]
+    ref, grad_out, ref_grads = reference_with_grads(x, weight, bias, dilations, pool)
+    tolerance = TOLERANCE[torch.float32]
+    assert relative_error(dlr_triton.dlr_forward(x, weight, bias, dilations, pool), ref) < tolerance
+    grad_x, grad_weight, grad_bias = dlr_triton.dlr_backward(
+        grad_out, x, weight, bias, dilations, pool, need_x_grad=False)
+    assert grad_x is None
+    assert relative_error(grad_weight, ref_grads[1]) < tolerance
+    assert relative_error(grad_bias, ref_grads[2]) < tolerance
+
+
+def test_rejects_float64_and_short_clips():
+    x, weight, bias = make_inputs(1, 40, 3, 3, (1, 2, 3))
+    with pytest.raises(TypeError, match="float64"):
+        dlr_triton.dlr_forward(x.double(), weight, bias, (1, 2, 3), 4)
+    with pytest.raises(ValueError, match="receptive field"):
+        dlr_triton.dlr_forward(x[:, :9], weight, bias, (1, 2, 3), 4)  # field 7 + pool 4 - 1 = 10
