@@ -12,6 +12,7 @@ import sys
 SUBCOMMANDS = (
     "dlr_engine.info_cli",
     "dlr_engine.models.convert_cli",
+    "dlr_engine.data.synth_cli",
 )
 
 

@@ -19,7 +19,8 @@ def test_cuda_module_builds_for_sm80_and_sm90(tmp_path):
     configure = ["cmake", "-S", str(REPO), "-B", str(tmp_path), "-DDLR_ENGINE_BUILD_CUDA=ON",
                  "-DDLR_ENGINE_CUDA_ARCHITECTURES=80;90", f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
                  f"-DPython_EXECUTABLE={sys.executable}"]
-    subprocess.run(configure, check=True, capture_output=True)
+    configured = subprocess.run(configure, capture_output=True, text=True)
+    assert configured.returncode == 0, configured.stdout[-3000:] + configured.stderr[-3000:]
     build = subprocess.run(["cmake", "--build", str(tmp_path), "--target", "_dlr_cuda", "-j", "2"],
                            capture_output=True, text=True)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
