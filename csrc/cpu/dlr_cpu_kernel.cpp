@@ -63,15 +63,33 @@ inline float scalar_pooled_sum(const float* x, const float* wc, float bc, int64_
   return s;
 }
 
+// One (clip, branch) slice of the inputs and the split of its loops into register tiles
+// (vectorised) and scalar remainders (pool % kTile steps, channels % kGroup channels).
+struct WorkItem {
+  const float* x;  // (samples) of clip n
+  const float* w;  // (channels, taps) of the branch
+  const float* b;  // (channels) of the branch
+  float inv_pool;
+  int64_t vector_steps;  // steps of a pool window covered by whole register tiles
+  int64_t grouped;       // channels covered by whole channel groups
+
+  WorkItem(const float* x_all, const float* w_all, const float* b_all, const Geometry& geo,
+           int64_t n, int64_t branch)
+      : x(x_all + n * geo.samples),
+        w(w_all + branch * geo.channels * geo.taps),
+        b(b_all + branch * geo.channels),
+        inv_pool(1.f / static_cast<float>(geo.pool)),
+        vector_steps(geo.pool / kTile * kTile),
+        grouped(geo.channels / kGroup * kGroup) {}
+};
+
 void forward_item(const float* x, const float* w, const float* b, float* out,
                   const Geometry& geo, int64_t n, int64_t branch, int64_t dilation,
                   int64_t frame_begin, int64_t frame_end) {
-  const float* xn = x + n * geo.samples;
-  const float* wb = w + branch * geo.channels * geo.taps;
-  const float* bb = b + branch * geo.channels;
-  const float inv_pool = 1.f / static_cast<float>(geo.pool);
-  const int64_t vector_steps = geo.pool / kTile * kTile;
-  const int64_t grouped = geo.channels / kGroup * kGroup;
+  const WorkItem item(x, w, b, geo, n, branch);
+  const float *xn = item.x, *wb = item.w, *bb = item.b;
+  const float inv_pool = item.inv_pool;
+  const int64_t vector_steps = item.vector_steps, grouped = item.grouped;
   for (int64_t f = frame_begin; f < frame_end; ++f) {
     const int64_t t0 = f * geo.pool;
     for (int64_t c0 = 0; c0 < grouped; c0 += kGroup) {
@@ -116,12 +134,10 @@ void backward_item(const float* grad_out, const float* x, const float* w, const 
                    const Geometry& geo, int64_t n, int64_t branch, int64_t dilation,
                    float* gx, float* gw, float* gb) {
   // gx: (samples) or nullptr, gw: (channels, taps), gb: (channels), all zeroed, this item's.
-  const float* xn = x + n * geo.samples;
-  const float* wb = w + branch * geo.channels * geo.taps;
-  const float* bb = b + branch * geo.channels;
-  const float inv_pool = 1.f / static_cast<float>(geo.pool);
-  const int64_t vector_steps = geo.pool / kTile * kTile;
-  const int64_t grouped = geo.channels / kGroup * kGroup;
+  const WorkItem item(x, w, b, geo, n, branch);
+  const float *xn = item.x, *wb = item.w, *bb = item.b;
+  const float inv_pool = item.inv_pool;
+  const int64_t vector_steps = item.vector_steps, grouped = item.grouped;
   std::vector<vec> gw_vec(static_cast<size_t>(grouped * geo.taps), splat(0.f));
   std::vector<vec> gb_vec(static_cast<size_t>(grouped), splat(0.f));
   for (int64_t f = 0; f < geo.frames; ++f) {

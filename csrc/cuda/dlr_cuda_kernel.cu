@@ -29,24 +29,33 @@ __device__ float block_sum(float v, float* scratch) {
   return total;  // valid in thread 0
 }
 
-// Shared memory: weights (channels * taps), bias (channels), reduction scratch.
-__device__ void load_branch(const float* w, const float* b, const Geometry& geo, int64_t branch,
-                            float* w_s, float* b_s) {
+// Shared memory of a block: the branch's weights (channels * taps), bias (channels) and the
+// reduction scratch, loaded once per block.
+struct BranchShared {
+  float* w;
+  float* b;
+  float* scratch;
+};
+
+__device__ BranchShared load_branch(const float* w, const float* b, const Geometry& geo,
+                                    int64_t branch, float* smem) {
+  float* w_s = smem;
+  float* b_s = w_s + geo.channels * geo.taps;
   for (int64_t i = threadIdx.x; i < geo.channels * geo.taps; i += blockDim.x)
     w_s[i] = w[branch * geo.channels * geo.taps + i];
   for (int64_t i = threadIdx.x; i < geo.channels; i += blockDim.x)
     b_s[i] = b[branch * geo.channels + i];
   __syncthreads();
+  return {w_s, b_s, b_s + geo.channels};
 }
 
 __global__ void forward_kernel(const float* x, const float* w, const float* b, Dilations dils,
                                float* out, Geometry geo) {
   extern __shared__ float smem[];
   const int64_t frame = blockIdx.x, branch = blockIdx.y, n = blockIdx.z;
-  float* w_s = smem;
-  float* b_s = w_s + geo.channels * geo.taps;
-  float* scratch = b_s + geo.channels;
-  load_branch(w, b, geo, branch, w_s, b_s);
+  const BranchShared sh = load_branch(w, b, geo, branch, smem);
+  const float *w_s = sh.w, *b_s = sh.b;
+  float* scratch = sh.scratch;
   const int64_t dilation = dils.d[branch];
   const float* xf = x + n * geo.samples + frame * geo.pool;
   for (int64_t c = 0; c < geo.channels; ++c) {
@@ -63,10 +72,9 @@ __global__ void backward_kernel(const float* grad_out, const float* x, const flo
                                 float* grad_b, Geometry geo) {
   extern __shared__ float smem[];
   const int64_t frame = blockIdx.x, branch = blockIdx.y, n = blockIdx.z;
-  float* w_s = smem;
-  float* b_s = w_s + geo.channels * geo.taps;
-  float* scratch = b_s + geo.channels;
-  load_branch(w, b, geo, branch, w_s, b_s);
+  const BranchShared sh = load_branch(w, b, geo, branch, smem);
+  const float *w_s = sh.w, *b_s = sh.b;
+  float* scratch = sh.scratch;
   const int64_t dilation = dils.d[branch];
   const int64_t t0 = frame * geo.pool;
   const float* xf = x + n * geo.samples + t0;
