@@ -1,0 +1,115 @@
+"""``dlr-bench``: throughput of dlr-engine's ops per provider, against the baselines, measured
+in one process run, with this machine's ceilings measured in the same run.
+
+    dlr-bench dlr --quick --json out.json --markdown out.md --plot out.png
+    dlr-bench all --compare old.json --fail-if-slower 10
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from . import harness, machine, report
+
+SUITES: dict[str, str] = {
+    "dlr": "the DLR op: eager torch, torch.compile and the fused backends, fwd and fwd+bwd",
+}
+"""Registered suites, name -> description. The cases of suite ``name`` come from
+``cases(quick: bool) -> list[Case]`` in ``bench/suite_<name>.py``; registering a new suite is
+one line here."""
+
+
+def load_suite(name: str) -> Callable[[bool], list[harness.Case]]:
+    return importlib.import_module(f"{__package__}.suite_{name}").cases
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dlr-bench", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="suites:\n" + "\n".join(f"  {name:10s} {text}" for name, text in SUITES.items())
+        + "\n  all        every suite above, in one run")
+    parser.add_argument("suite", choices=[*SUITES, "all"])
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer repeats and the smaller sizes of each suite")
+    parser.add_argument("--device", choices=("cpu", "cuda"),
+                        help=f"device of the cases (default: cuda when torch sees a GPU; "
+                             f"${harness.BENCH_DEVICE_ENV} works too)")
+    parser.add_argument("--json", metavar="PATH", help="write {machine, run, rows} as JSON")
+    parser.add_argument("--markdown", metavar="PATH", help="write the header and table")
+    parser.add_argument("--plot", metavar="PNG", help="speed-up per provider and batch size")
+    parser.add_argument("--compare", metavar="OLD_JSON",
+                        help="print old / new median per row of an earlier --json report")
+    parser.add_argument("--fail-if-slower", metavar="PCT", type=float,
+                        help="with --compare: exit 1 when a row is more than PCT %% slower "
+                             "than in OLD_JSON, or failed / missing now")
+    return parser
+
+
+def run(names: list[str], quick: bool) -> tuple[list[dict], dict]:
+    """Every case of the named suites, between two measurements of the machine's ceilings;
+    returns (rows, machine header). Progress goes to stderr."""
+    plan = harness.QUICK if quick else harness.FULL
+    device = harness.bench_device()
+    header = machine.describe(device)
+    start = machine.measure_ceilings(device)
+    for line in machine.header_lines({**header, **machine.ceilings(device, start, start)}):
+        print(line, file=sys.stderr)
+    results = []
+    for name in names:
+        for case in load_suite(name)(quick):
+            started = time.perf_counter()
+            result = harness.run_case(case, plan)
+            took = time.perf_counter() - started
+            shown = (f"{result.timing.median_ms:.3g} ms median" if result.timing
+                     else f"{result.status}: {result.note}")
+            print(f"  {case.op} {case.shape} {case.provider}: {shown} ({took:.1f} s)",
+                  file=sys.stderr, flush=True)
+            results.append(result)
+    header.update(machine.ceilings(device, start, machine.measure_ceilings(device)),
+                  load_average_end=machine.load_average())
+    return report.build_rows(results, header), header
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.fail_if_slower is not None and not args.compare:
+        parser.error("--fail-if-slower needs --compare OLD_JSON")
+    for path in (args.json, args.markdown, args.plot):  # fail before measuring, not after
+        if path and not Path(path).resolve().parent.is_dir():
+            parser.error(f"the folder of {path} does not exist; create it first")
+    old = report.load_json(args.compare) if args.compare else None
+    if args.device:
+        os.environ[harness.BENCH_DEVICE_ENV] = args.device
+    names = list(SUITES) if args.suite == "all" else [args.suite]
+    started = time.perf_counter()
+    rows, header = run(names, args.quick)
+    run_info = {"suites": names, "quick": args.quick, "argv": sys.argv[1:] if argv is None
+                else list(argv), "seconds": round(time.perf_counter() - started, 1)}
+    print(report.format_table(rows, header))
+    if args.json:
+        report.write_json(args.json, rows, header, run_info)
+    if args.markdown:
+        with open(args.markdown, "w") as out:
+            out.write(report.to_markdown(rows, header))
+    if args.plot:
+        report.plot(rows, args.plot, header)
+    if old is None:
+        return 0
+    text, regressions = report.compare(old, rows, header, args.fail_if_slower)
+    print("\n" + text)
+    if regressions:
+        print(f"\n{len(regressions)} regression(s) beyond {args.fail_if_slower:g}%",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
