@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 # Heavier parts load on first use, so `import dlr_engine` stays light (no pyarrow, soundfile).
 _LAZY = {
-    "extract": "dlr_engine.engine.extract",
+    "extract": "dlr_engine.engine",
     "load_model": "dlr_engine.models.registry",
     "load_tf_checkpoint": "dlr_engine.models.pretrained",
     "DLRSourceTaskNet": "dlr_engine.models.dlr_source",
