@@ -181,6 +181,13 @@ class MelSpectrogram(nn.Module):
         """Output frames for a clip of ``samples`` samples (raises when there is none)."""
         return frame_count(samples, self.config.n_fft, self.config.hop_length, self.config.center)
 
+    @property
+    def min_samples(self) -> int:
+        """Shortest clip accepted: one n_fft uncentred, more than n_fft // 2 to reflect."""
+        if not self.config.center:
+            return self.config.n_fft
+        return self.config.n_fft // 2 + 1 if self.config.pad_mode == "reflect" else 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.config
         out = melspectrogram(_flatten(x), self.window, self.mel_fb, c.n_fft, c.hop_length,
@@ -229,6 +236,16 @@ class Tempogram(nn.Module):
                                         preset="librosa", backend=backend)
         self.register_buffer("ac_window", get_window(config.window, config.win_length,
                                                      dtype=torch.float32), persistent=False)
+
+    @property
+    def min_samples(self) -> int:
+        """Shortest clip accepted: the onset STFT's minimum, and uncentred, ``win_length``
+        onset frames."""
+        c = self.config
+        if c.center:
+            return self.onset_mel.min_samples
+        return max(self.onset_mel.min_samples,
+                   (c.win_length - 1) * c.hop_length + c.n_fft - 2 * (c.n_fft // 2))
 
     def onset_strength(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, samples) -> (batch, onset_frames), ``librosa.onset.onset_strength``."""

@@ -67,7 +67,7 @@ def _spectrum_chunk(x_row, cos_ptr, sin_ptr, t, t_mask, f, f_mask, hop, tap_offs
 def _mel_tile(x_row, cos_ptr, sin_ptr, mel_ptr, t, t_mask, m, m_mask, hop, tap_offset, taps,
               n_freq, POWER: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
               BLOCK_F: tl.constexpr, BLOCK_M: tl.constexpr):
-    """Mel power ``(BLOCK_T, BLOCK_M)`` of frames ``t``: ``sum_f |X[t, f]| ** POWER mel_fb[m, f]``."""
+    """Mel power ``(BLOCK_T, BLOCK_M)`` of frames ``t``: ``sum_f |X[t, f]|**POWER mel_fb[m, f]``."""
     acc = tl.zeros((BLOCK_T, BLOCK_M), dtype=tl.float32)
     for f0 in range(0, n_freq, BLOCK_F):
         f = f0 + tl.arange(0, BLOCK_F)

@@ -225,9 +225,20 @@ def test_module_keeps_leading_dims_and_clips_are_independent():
     assert torch.allclose(out.reshape(6, 128, -1), single, atol=1e-5)
 
 
-def test_silence_gives_no_nan():
-    out = MelSpectrogram(preset="dlr")(torch.zeros(2, 3000))
-    assert torch.isfinite(out).all() and (out == 0).all()
+def test_silence_gives_no_nan_in_output_or_gradient():
+    x = torch.zeros(2, 3000, requires_grad=True)
+    out = MelSpectrogram(preset="dlr")(x)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and (out == 0).all() and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("preset,center", [("dlr", True), ("librosa", True), ("dlr", False)])
+def test_min_samples_is_the_shortest_accepted_clip(preset, center):
+    module = MelSpectrogram(preset=preset, center=center)
+    assert module(torch.zeros(1, module.min_samples)).shape[-1] == module.frames(module.min_samples)
+    if module.min_samples > 1:
+        with pytest.raises(ValueError):
+            module(torch.zeros(1, module.min_samples - 1))
 
 
 def test_errors_say_what_to_do():

@@ -30,7 +30,7 @@ def librosa_onsets(y: np.ndarray, module: Tempogram) -> np.ndarray:
 
 
 def librosa_tempogram(y: np.ndarray, module: Tempogram) -> np.ndarray:
-    """``librosa.feature.tempogram`` (given the preset's onset envelope), every frame_hop-th frame."""
+    """``librosa.feature.tempogram`` of the preset's onset envelope, every frame_hop-th frame."""
     c = module.config
     tempogram = librosa.feature.tempogram(onset_envelope=librosa_onsets(y, module), sr=c.sr,
                                           hop_length=c.hop_length, win_length=c.win_length,
@@ -81,9 +81,11 @@ def test_batched_clips_are_independent():
         assert np.abs(out[i].numpy() - expected).max() <= TEMPOGRAM_TOL
 
 
-def test_silence_gives_no_nan():
-    out = Tempogram(preset="dlr")(torch.zeros(2, 8000))
-    assert torch.isfinite(out).all() and (out == 0).all()
+def test_silence_gives_no_nan_in_output_or_gradient():
+    x = torch.zeros(2, 8000, requires_grad=True)
+    out = Tempogram(preset="dlr")(x)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and (out == 0).all() and torch.isfinite(x.grad).all()
 
 
 @pytest.mark.parametrize("width", [0, 1, 5])
@@ -114,6 +116,14 @@ def test_gradcheck_tempogram_float64():
     onsets = torch.rand(2, 12, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda o: tempogram_from_onsets(o, 6, frame_hop=2),
                                     (onsets,), fast_mode=True)
+
+
+@pytest.mark.parametrize("preset,center", [("dlr", True), ("dlr", False), ("librosa", False)])
+def test_min_samples_is_the_shortest_accepted_clip(preset, center):
+    module = Tempogram(preset=preset, center=center)
+    assert torch.isfinite(module(torch.rand(1, module.min_samples))).all()
+    with pytest.raises(ValueError):
+        module(torch.rand(1, module.min_samples - 1))
 
 
 def test_errors_say_what_to_do():

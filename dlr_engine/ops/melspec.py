@@ -61,7 +61,8 @@ def not_supported_reasons(name: str, device_type: str, dtype: torch.dtype,
         elif device_type not in ("cpu", "cuda"):
             reasons.append(f"runs on cuda (or cpu when interpreted), input is on {device_type}")
         if dtype not in TRITON_DTYPES:
-            reasons.append(f"supports float32, float16; input is {str(dtype).removeprefix('torch.')}")
+            name_of_dtype = str(dtype).removeprefix("torch.")
+            reasons.append(f"supports float32, float16; input is {name_of_dtype}")
         if filters_need_grad:
             reasons.append("differentiates the signal only, but the window or mel filters "
                            "require grad")

