@@ -18,6 +18,8 @@ from . import harness, machine, report
 
 SUITES: dict[str, str] = {
     "dlr": "the DLR op: eager torch, torch.compile and the fused backends, fwd and fwd+bwd",
+    "mel": "dB mel spectrogram (DLR geometry): plain torch, the engine's backends, librosa",
+    "tempogram": "tempogram, presets librosa and dlr: the engine's batched module vs librosa",
 }
 """Registered suites, name -> description. The cases of suite ``name`` come from
 ``cases(quick: bool) -> list[Case]`` in ``bench/suite_<name>.py``; registering a new suite is
