@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import importlib
 
-from .config import DLRConfig
-from .nn import DLR
-from .ops import dlr
-
 __version__ = "0.1.0"
 
-# Heavier parts load on first use, so `import dlr_engine` stays light (no pyarrow, soundfile).
+# Everything loads on first use: `import dlr_engine` stays light, and the extraction engine's
+# decode worker processes never import torch through this package.
 _LAZY = {
+    "DLR": "dlr_engine.nn",
+    "DLRConfig": "dlr_engine.config",
+    "dlr": "dlr_engine.ops",
     "extract": "dlr_engine.engine",
     "load_model": "dlr_engine.models.registry",
     "load_tf_checkpoint": "dlr_engine.models.pretrained",
@@ -20,7 +20,7 @@ _LAZY = {
     "Tempogram": "dlr_engine.spectral",
 }
 
-__all__ = ["DLR", "DLRConfig", "dlr", "__version__", *_LAZY]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str):

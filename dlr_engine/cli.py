@@ -13,11 +13,15 @@ SUBCOMMANDS = (
     "dlr_engine.info_cli",
     "dlr_engine.models.convert_cli",
     "dlr_engine.data.synth_cli",
+    "dlr_engine.engine.cli",
+    "dlr_engine.demo_cli",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dlr-engine", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="dlr-engine", description="DLR, log-mel and tempogram features and the models "
+                                       "around them: extract, train, convert, inspect.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module in SUBCOMMANDS:
         importlib.import_module(module).register(subparsers)

@@ -1,0 +1,463 @@
+"""``dlr_engine.extract``: an audio corpus -> DLR (and log-mel / tempogram) features plus the
+model's outputs, streamed, batched across files, resumable.
+
+    for track in dlr_engine.extract("corpus/**/*.{mp3,flac}"):   # iterator of TrackResult
+        track.features["dlr"]                                       # (segments, 128, frames)
+    summary = dlr_engine.extract("corpus/**/*.wav", out="feats/")   # files + manifest
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..audio.segment import TAIL_POLICIES
+from ..config import DLRConfig
+from ..nn import DLR
+from .discover import Corpus, discover
+from .pipeline import ModelRunner, Pipeline, TrackState, find_module
+from .worker import DecodePlan
+from .writer import Store, TrackRecord, WriterThread
+
+OUTPUT_FORMAT_VERSION = 1
+"""Part of the parameters hash: bump when the meaning of the files changes."""
+FEATURES = ("dlr", "mel", "tempogram")
+"""Representations: ``dlr`` comes from the model's DLR front-end, the others from
+``dlr_engine.spectral.from_name``."""
+DTYPES = ("float32", "float16")
+MAX_DEFAULT_WORKERS = 16
+
+
+@dataclass
+class TrackResult:
+    """One track of an extraction.
+
+    features: representation -> (segments, channels, frames) (continuous mode: one segment);
+    outputs: model outputs per segment -- ``embedding`` (segments, dim), ``<head>_logits`` and
+    ``<head>_probs`` (segments, classes); both empty in ``out=`` mode (the arrays are on disk).
+    segment_starts: (segments,) seconds. duration: seconds of audio; sample_rate and channels
+    are the file's own; seconds: decode and model time spent on the track.
+    """
+
+    path: str
+    id: str
+    status: str
+    error: str | None = None
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    segment_starts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    duration: float | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    codec: str | None = None
+    seconds: float = 0.0
+
+
+def _is_array_output(name: str) -> bool:
+    """Model outputs stored as arrays beside the features (``embedding``, ...)."""
+    return name not in FEATURES and not name.endswith(("_logits", "_probs"))
+
+
+def _fingerprint(module: nn.Module) -> str:
+    """Hash of a module's class, configuration and weights."""
+    digest = hashlib.sha256(f"{type(module).__qualname__}\n{module!r}".encode())
+    for name, tensor in module.state_dict().items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _resolve_model(model: str | os.PathLike | nn.Module | None) -> nn.Module | None:
+    if model is None or (isinstance(model, str) and model.lower() == "none"):
+        return None
+    if isinstance(model, nn.Module):
+        return model
+    from ..models import load_model
+    return load_model(model)
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def default_workers() -> int:
+    """One decode process per core, less one for the model; on two cores or fewer, 0 (one
+    decode thread: the same parallelism without copying every segment between processes)."""
+    cores = os.cpu_count() or 1
+    return min(MAX_DEFAULT_WORKERS, cores - 1) if cores > 2 else 0
+
+
+def _check_options(batch_size: int, workers: int | None, segment_seconds: float,
+                   hop_seconds: float | None, tail: str, dtype: str) -> None:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if workers is not None and workers < 0:
+        raise ValueError(f"workers must be >= 0 (0: decode in a thread), got {workers}")
+    if tail not in TAIL_POLICIES:
+        raise ValueError(f"tail must be one of {TAIL_POLICIES}, got {tail!r}")
+    if segment_seconds <= 0 or (hop_seconds is not None and hop_seconds <= 0):
+        raise ValueError(f"segment_seconds ({segment_seconds}) and hop_seconds ({hop_seconds}) "
+                         f"must be positive")
+
+
+def _parse_representations(representations: str | Iterable[str]) -> tuple[str, ...]:
+    names = representations.split(",") if isinstance(representations, str) else representations
+    features = tuple(dict.fromkeys(name.strip() for name in names if name.strip()))
+    unknown = [name for name in features if name not in FEATURES]
+    if unknown:
+        raise ValueError(f"unknown representations {unknown}; choose from {FEATURES}")
+    return features
+
+
+class Job:
+    """A validated extraction: what to decode, how to run the model, the parameters hash.
+    Errors in the arguments are raised here, before any file is touched."""
+
+    def __init__(self, representations: str | Iterable[str], model, device, batch_size: int,
+                 workers: int | None, segment_seconds: float, hop_seconds: float | None,
+                 tail: str, continuous: bool, dtype: str, pad_short: bool) -> None:
+        _check_options(batch_size, workers, segment_seconds, hop_seconds, tail, dtype)
+        self.features = _parse_representations(representations)
+        self.dtype, self.batch_size, self.continuous = dtype, batch_size, continuous
+        self.workers = default_workers() if workers is None else workers
+        self.device = _resolve_device(device)
+        self.model = _resolve_model(model)
+        self.label_names = dict(getattr(self.model, "label_names", None) or {})
+        dlr = find_module(self.model, DLR) if self.model is not None else None
+        if "dlr" in self.features and dlr is None:
+            raise ValueError("representation 'dlr' needs a model with a DLR front-end "
+                             "(model='default', a weights path, or a module containing DLR)")
+        if continuous and self.features != ("dlr",):
+            raise ValueError("continuous mode computes the DLR alone: use representations=('dlr',)")
+        self.spectral = {}
+        if any(name != "dlr" for name in self.features):
+            from ..spectral import from_name
+            self.spectral = {name: from_name(name) for name in self.features if name != "dlr"}
+        self.sample_rate = int(getattr(self.model, "sample_rate", None)
+                               or (dlr.config.sample_rate if dlr is not None
+                                   else DLRConfig.sample_rate))
+        self.plan = self._plan(dlr, segment_seconds, hop_seconds, tail, pad_short)
+        self.runner = ModelRunner(None if continuous else self.model, self.spectral, self.device,
+                                  continuous_dlr=dlr if continuous else None)
+        self.params_hash = self._hash()
+
+    def _min_samples(self, dlr: DLR | None) -> int:
+        """The shortest input every module accepts (the model's own ``min_samples`` covers
+        its back-end; continuous mode runs the DLR alone)."""
+        if self.continuous:
+            return dlr.min_samples
+        candidates = [getattr(module, "min_samples", 1) for module in self.spectral.values()]
+        if self.model is not None:
+            candidates.append(getattr(self.model, "min_samples", None)
+                              or (dlr.min_samples if dlr is not None else 1))
+        return max(candidates, default=1)
+
+    def _plan(self, dlr: DLR | None, segment_seconds: float, hop_seconds: float | None,
+              tail: str, pad_short: bool) -> DecodePlan:
+        min_samples = self._min_samples(dlr)
+        segment_samples = round(segment_seconds * self.sample_rate)
+        hop_samples = round((hop_seconds or segment_seconds) * self.sample_rate)
+        if segment_samples < min_samples:
+            raise ValueError(
+                f"segment_seconds={segment_seconds} gives {segment_samples} samples, fewer than "
+                f"the model's minimum input of {min_samples} samples "
+                f"({min_samples / self.sample_rate:.2f} s); use a longer segment")
+        if not self.continuous:
+            return DecodePlan(self.sample_rate, segment_samples, hop_samples, tail, min_samples,
+                              pad_short)
+        return DecodePlan(self.sample_rate, segment_samples, hop_samples, tail, min_samples,
+                          pad_short, continuous=True, receptive_field=dlr.receptive_field,
+                          pool=dlr.config.pool, chunk_frames=dlr.frames(segment_samples))
+
+    def _hash(self) -> str:
+        modules = {name: _fingerprint(module) for name, module in self.spectral.items()}
+        if self.model is not None:
+            modules["model"] = _fingerprint(self.model)
+        parts = {"format": OUTPUT_FORMAT_VERSION, "features": sorted(self.features),
+                 "dtype": self.dtype, "plan": vars(self.plan), "modules": modules}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+    def pipeline(self, sink) -> Pipeline:
+        return Pipeline(self.plan, self.runner, sink, self.workers, self.batch_size)
+
+    def modules(self) -> list[nn.Module]:
+        return [m for m in (self.model, *self.spectral.values()) if m is not None]
+
+    def segment_starts(self, track: TrackState) -> list[float]:
+        """Start (seconds) of each row of the track's arrays: the windows, or in continuous
+        mode the single whole-track row."""
+        if self.continuous:
+            return [0.0]
+        return [start / self.sample_rate for start in track.starts]
+
+
+class _Session:
+    """For the run: the job's modules on its device in eval mode, and on CPU torch's threads
+    limited to the cores the decode processes leave free; restores both afterwards."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    def __enter__(self) -> None:
+        self.training = [(module, module.training) for module in self.job.modules()]
+        for module, _ in self.training:
+            module.to(self.job.device).eval()
+        self.threads = torch.get_num_threads()
+        if self.job.device.type == "cpu":
+            decoders = max(1, self.job.workers)                 # workers=0: one decode thread
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) - decoders))
+
+    def __exit__(self, *exc) -> None:
+        torch.set_num_threads(self.threads)
+        for module, training in self.training:
+            module.train(training)
+
+
+def _info_fields(track: TrackState) -> dict:
+    info = track.info or {}
+    rate = info.get("sample_rate")
+    return {"duration": info["frames"] / rate if rate else None, "sample_rate": rate,
+            "channels": info.get("channels"), "codec": info.get("codec")}
+
+
+class MemorySink:
+    """Collects each track's outputs into a ``TrackResult`` (iterator mode)."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self._parts: dict[int, dict[str, list[np.ndarray]]] = {}
+
+    def append(self, track: TrackState, index: int, outputs: dict[str, np.ndarray]) -> None:
+        parts = self._parts.setdefault(track.position, {})
+        for name, value in outputs.items():
+            if name in FEATURES and name not in self.job.features:
+                continue
+            parts.setdefault(name, []).append(value)
+
+    def _join(self, name: str, values: list[np.ndarray]) -> np.ndarray:
+        if self.job.continuous:
+            array = np.concatenate(values, axis=-1)[None]
+        else:
+            array = np.stack(values)
+        if name in FEATURES or _is_array_output(name):
+            array = array.astype(self.job.dtype, copy=False)
+        return array
+
+    def finish(self, track: TrackState) -> TrackResult:
+        parts = self._parts.pop(track.position, {})
+        arrays = {name: self._join(name, values) for name, values in parts.items()}
+        return TrackResult(
+            track.path, track.id, "ok",
+            features={name: arrays[name] for name in self.job.features},
+            outputs={name: array for name, array in arrays.items() if name not in FEATURES},
+            segment_starts=np.array(self.job.segment_starts(track)),
+            seconds=track.decode_seconds + track.compute_seconds, **_info_fields(track))
+
+    def fail(self, track: TrackState) -> TrackResult:
+        self._parts.pop(track.position, None)
+        return TrackResult(track.path, track.id, "failed", error=track.error,
+                           seconds=track.decode_seconds + track.compute_seconds,
+                           **_info_fields(track))
+
+
+class DiskSink:
+    """Streams each track's arrays to the writer thread and journals its manifest row and
+    per-segment probabilities (``out=`` mode)."""
+
+    def __init__(self, job: Job, writer: WriterThread, stats: dict[str, tuple]) -> None:
+        self.job = job
+        self.writer = writer
+        self.stats = stats
+        self._segments: dict[int, list[dict]] = {}
+
+    def append(self, track: TrackState, index: int, outputs: dict[str, np.ndarray]) -> None:
+        row = {"id": track.id, "segment": index,
+               "start": track.starts[index] / self.job.sample_rate}
+        for name, value in outputs.items():
+            if name in self.job.features or _is_array_output(name):
+                self.writer.append(track, track.id, name, value)
+            elif name.endswith("_probs"):
+                head = name[:-len("_probs")]
+                labels = self.job.label_names.get(f"{head}_logits") or range(len(value))
+                row.update({f"{head}_{label}": float(p) for label, p in zip(labels, value)})
+        if len(row) > 3:
+            self._segments.setdefault(track.position, []).append(row)
+
+    def _row(self, track: TrackState, status: str) -> dict:
+        size, mtime = self.stats[track.path]
+        ok = status == "ok"
+        return {"path": track.path, "id": track.id, "size": size, "mtime": mtime,
+                "status": status, "error": track.error, **_info_fields(track),
+                "segments": len(self.job.segment_starts(track)) if ok else None,
+                "segment_starts": self.job.segment_starts(track) if ok else None,
+                "seconds": track.decode_seconds + track.compute_seconds,
+                "params_hash": self.job.params_hash}
+
+    def _result(self, row: dict) -> TrackResult:
+        return TrackResult(row["path"], row["id"], row["status"], error=row["error"],
+                           segment_starts=np.array(row["segment_starts"] or [], np.float64),
+                           duration=row["duration"], sample_rate=row["sample_rate"],
+                           channels=row["channels"], codec=row["codec"], seconds=row["seconds"])
+
+    def finish(self, track: TrackState) -> TrackResult:
+        row = self._row(track, "ok")
+        self.writer.commit(track, TrackRecord(row, self._segments.pop(track.position, [])))
+        return self._result(row)
+
+    def fail(self, track: TrackState) -> TrackResult:
+        self._segments.pop(track.position, None)
+        row = self._row(track, "failed")
+        self.writer.abort(track, TrackRecord(row))
+        return self._result(row)
+
+
+def _stat(path: str) -> tuple[int | None, float | None]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None, None
+    return st.st_size, st.st_mtime
+
+
+class Progress:
+    """tqdm bar over tracks with audio hours, x-realtime and failures."""
+
+    def __init__(self, total: int, enabled: bool, skipped: int = 0) -> None:
+        from tqdm.auto import tqdm
+        self.bar = tqdm(total=total, unit="track", disable=not enabled, dynamic_ncols=True,
+                        desc="extract")
+        self.started = time.perf_counter()
+        self.audio_seconds = 0.0
+        self.ok = self.failed = 0
+        self.skipped = skipped
+        self.failures: list[tuple[str, str]] = []
+
+    def update(self, result: TrackResult) -> None:
+        if result.status == "ok":
+            self.ok += 1
+            self.audio_seconds += result.duration or 0.0
+        else:
+            self.failed += 1
+            self.failures.append((result.path, result.error))
+        self.bar.update(1)
+        self.bar.set_postfix(hours=f"{self.audio_seconds / 3600:.2f}",
+                             x_rt=f"{self.x_realtime:.0f}", failed=self.failed, refresh=False)
+
+    @property
+    def wall_seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    @property
+    def x_realtime(self) -> float:
+        return self.audio_seconds / max(self.wall_seconds, 1e-9)
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def summary(self) -> dict:
+        return {"ok": self.ok, "failed": self.failed, "skipped": self.skipped,
+                "audio_hours": self.audio_seconds / 3600, "wall_seconds": self.wall_seconds,
+                "x_realtime": self.x_realtime, "failures": self.failures}
+
+
+def _iterate(job: Job, corpus: Corpus, progress: bool) -> Iterator[TrackResult]:
+    tasks = [(path, corpus.track_id(path)) for path in corpus.paths]
+    bar = Progress(len(tasks), progress)
+    try:
+        with _Session(job):
+            for result in job.pipeline(MemorySink(job)).run(tasks):
+                bar.update(result)
+                yield result
+    finally:
+        bar.close()
+
+
+def _is_done(row: dict | None, job: Job, store: Store, stat: tuple, retry_failed: bool) -> bool:
+    """A track finished by an earlier run with the same parameters and an unchanged file."""
+    if row is None or row["params_hash"] != job.params_hash or (row["size"], row["mtime"]) != stat:
+        return False
+    if row["status"] == "failed":
+        return not retry_failed
+    return row["status"] == "ok" and all(os.path.exists(store.array_path(name, row["id"]))
+                                         for name in job.features)
+
+
+def _write(job: Job, corpus: Corpus, out: str | os.PathLike, shard, progress: bool,
+           retry_failed: bool, overwrite: bool) -> dict:
+    store = Store(out, shard)
+    done = store.open()
+    try:
+        stats = {path: _stat(path) for path in corpus.paths}
+        tasks = [(path, corpus.track_id(path)) for path in corpus.paths]
+        if not overwrite:
+            tasks = [(path, track_id) for path, track_id in tasks
+                     if not _is_done(done.get(track_id), job, store, stats[path], retry_failed)]
+        bar = Progress(len(tasks), progress, skipped=len(corpus.paths) - len(tasks))
+        writer = WriterThread(store, job.dtype, concat_frames=job.continuous)
+        try:
+            with _Session(job):
+                for result in job.pipeline(DiskSink(job, writer, stats)).run(tasks):
+                    bar.update(result)
+        finally:
+            bar.close()
+            writer.close()
+    finally:
+        store.close()
+    return {**bar.summary(), "tracks": len(corpus.paths), "out": os.fspath(out),
+            "manifest": store.manifest_path, "params_hash": job.params_hash}
+
+
+def extract(paths, out: str | os.PathLike | None = None,
+            representations: str | Iterable[str] = ("dlr",),
+            model: str | os.PathLike | nn.Module | None = "default",
+            device: str | torch.device = "auto", batch_size: int = 8, workers: int | None = None,
+            segment_seconds: float = 30.0, hop_seconds: float | None = None,
+            shard: tuple[int, int] | None = None, dtype: str = "float32",
+            pad_short: bool = False, progress: bool = True, *, tail: str = "end",
+            continuous: bool = False, retry_failed: bool = False, overwrite: bool = False):
+    """Extract features and model outputs from a corpus.
+
+    paths: a glob (``**`` and ``{mp3,flac}`` allowed), a directory, a manifest (.txt/.csv/
+      .parquet list of files), a file, or a list of these; sorted and de-duplicated.
+    out: None to get an iterator of ``TrackResult`` (arrays in memory, failed tracks included);
+      a folder to write arrays, manifest and outputs table there and get a summary dict
+      (``ok``, ``failed``, ``skipped``, ``tracks``, ``audio_hours``, ``wall_seconds``,
+      ``x_realtime``, ``failures`` [(path, reason)], ``manifest``). A rerun skips tracks done
+      with the same parameters (``retry_failed``: also retry failures; ``overwrite``: redo all).
+    representations: any of ``dlr``, ``mel``, ``tempogram``.
+    model: ``"default"`` (the shipped model), a weights path, an ``nn.Module`` (forward
+      (batch, samples) at 8 kHz -> dict of tensors or a DLR tensor), or None (spectral only).
+    device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:1"``, ...
+    batch_size: segments per model call, packed across files.
+    workers: decode processes (default: cores - 1; 0 on two cores or fewer); 0 decodes in a
+      thread of this process.
+    segment_seconds / hop_seconds: window length and hop (default hop: no overlap);
+      ``tail``: what to do with the samples after the last full window (``TAIL_POLICIES``).
+      A track shorter than one window is one shorter window.
+    continuous: one DLR per track, normalised by the track's peak, computed in chunks of about
+      ``segment_seconds`` (equal to the one-shot DLR); DLR only, no model heads.
+    shard: (i, n) to process every n-th file from the i-th (0-based), for n parallel jobs.
+    dtype: ``float32`` or ``float16`` for feature and embedding arrays.
+    pad_short: zero-pad tracks shorter than the model's minimum input instead of failing them.
+    progress: show a progress bar (tracks, audio hours, x-realtime, failures).
+
+    Worker processes start from a fresh interpreter (forkserver or spawn) that imports the
+    calling script: call this under ``if __name__ == "__main__":`` in scripts.
+    """
+    job = Job(representations, model, device, batch_size, workers, segment_seconds, hop_seconds,
+              tail, continuous, dtype, pad_short)
+    corpus = discover(paths, shard)
+    if out is None:
+        return _iterate(job, corpus, progress)
+    return _write(job, corpus, out, shard, progress, retry_failed, overwrite)

@@ -1,0 +1,302 @@
+"""Outputs on disk: per-track ``.npy`` arrays, a Parquet manifest and a model-outputs table,
+written so that a run killed at any moment leaves no partial file and loses no finished track.
+
+Layout under ``out/`` (``<tag>`` is empty, or ``.shard-I-of-N`` for a shard):
+  <name>/<id>.npy             one array per track and output name (dlr, mel, embedding, ...)
+  manifest<tag>.parquet       one row per track (``MANIFEST_SCHEMA``)
+  outputs<tag>.parquet        one row per segment: id, segment, start, class probabilities
+  .journal<tag>.jsonl         records of finished tracks not yet merged into the tables
+  .tmp<tag>/                  arrays being written (cleared when a run starts)
+  .lock<tag>                  locked (flock) while a run writes
+
+A track's arrays are streamed into ``.tmp`` segment by segment, renamed into place when the
+track is done (``os.replace`` is atomic), and only then is its record appended to the
+journal. A run folds the journal into the Parquet tables (written to a temporary name, then
+renamed) when it starts and when it ends; until then the journal is the record.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import queue
+import shutil
+import struct
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+MANIFEST_SCHEMA = pa.schema([
+    ("path", pa.string()),            # absolute path of the source file
+    ("id", pa.string()),              # path relative to the corpus root; names the arrays
+    ("size", pa.int64()),             # bytes of the source file
+    ("mtime", pa.float64()),          # its modification time (seconds since the epoch)
+    ("status", pa.string()),          # ok | failed | skipped
+    ("error", pa.string()),           # reason of a failure
+    ("duration", pa.float64()),       # seconds of audio decoded
+    ("sample_rate", pa.int64()),      # native Hz
+    ("channels", pa.int64()),         # native channel count
+    ("codec", pa.string()),           # container/codec as the decoder names it
+    ("segments", pa.int64()),         # rows of the track's arrays (1 in continuous mode)
+    ("segment_starts", pa.list_(pa.float64())),  # their start times, seconds
+    ("seconds", pa.float64()),        # decode + model time spent on the track
+    ("params_hash", pa.string()),     # hash of everything that shapes the outputs
+])
+STATUSES = ("ok", "failed", "skipped")
+NPY_HEADER_BYTES = 128
+"""Fixed header size of streamed ``.npy`` files, so the final shape is written in place."""
+
+
+class NpyStream:
+    """A ``.npy`` file written item by item at ``tmp_path``, renamed to ``path`` on commit.
+
+    Items of equal shape are stacked: ``(n, *item_shape)``. With ``concat_frames`` the items
+    ``(channels, frames_i)`` are joined along frames into ``(1, channels, sum frames_i)``,
+    stored in Fortran order so each item is a contiguous append.
+    """
+
+    def __init__(self, tmp_path: str, path: str, dtype: str, concat_frames: bool = False) -> None:
+        self.tmp_path, self.path = tmp_path, path
+        self.dtype = np.dtype(dtype)
+        self.concat_frames = concat_frames
+        self.item_shape: tuple[int, ...] | None = None
+        self.count = 0
+        self._file = open(tmp_path, "wb")
+        self._file.write(b"\0" * NPY_HEADER_BYTES)
+
+    def append(self, item: np.ndarray) -> None:
+        shape = item.shape[:-1] if self.concat_frames else item.shape
+        if self.item_shape is None:
+            self.item_shape = shape
+        elif shape != self.item_shape:
+            raise ValueError(f"{self.path}: item of shape {item.shape} after items of "
+                             f"{self.item_shape}")
+        data = item.T if self.concat_frames else item
+        self._file.write(np.ascontiguousarray(data, self.dtype).data)
+        self.count += item.shape[-1] if self.concat_frames else 1
+
+    def _header(self) -> bytes:
+        if self.concat_frames:
+            shape, fortran = (1, *self.item_shape, self.count), True
+        else:
+            shape, fortran = (self.count, *self.item_shape), False
+        text = f"{{'descr': '{self.dtype.str}', 'fortran_order': {fortran}, 'shape': {shape}, }}"
+        body_bytes = NPY_HEADER_BYTES - 10
+        if len(text) + 1 > body_bytes:
+            raise ValueError(f"npy header for shape {shape} exceeds {NPY_HEADER_BYTES} bytes")
+        return (b"\x93NUMPY\x01\x00" + struct.pack("<H", body_bytes)
+                + text.ljust(body_bytes - 1).encode("latin1") + b"\n")
+
+    def commit(self) -> None:
+        self._file.seek(0)
+        self._file.write(self._header())
+        self._file.close()
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        os.replace(self.tmp_path, self.path)
+
+    def abort(self) -> None:
+        self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.tmp_path)
+
+
+def shard_tag(shard: tuple[int, int] | None) -> str:
+    return "" if shard is None else f".shard-{shard[0]}-of-{shard[1]}"
+
+
+@dataclass
+class TrackRecord:
+    """What a finished track adds: its manifest ``row`` and its model-output ``segments``
+    rows (dicts of column -> value)."""
+
+    row: dict
+    segments: list[dict] = field(default_factory=list)
+
+
+class Store:
+    """The tables of one output folder (and shard): resume lookups, the journal, merging."""
+
+    def __init__(self, out: str | os.PathLike, shard: tuple[int, int] | None = None) -> None:
+        self.out = os.fspath(out)
+        tag = shard_tag(shard)
+        self.manifest_path = os.path.join(self.out, f"manifest{tag}.parquet")
+        self.outputs_path = os.path.join(self.out, f"outputs{tag}.parquet")
+        self.journal_path = os.path.join(self.out, f".journal{tag}.jsonl")
+        self.tmp_dir = os.path.join(self.out, f".tmp{tag}")
+        self._lock_path = os.path.join(self.out, f".lock{tag}")
+        self._lock = None
+        self._journal = None
+        self._names = itertools.count()
+
+    def open(self) -> dict[str, dict]:
+        """Lock the folder, clear leftovers of a killed run, merge its journal; return the
+        manifest rows by id."""
+        os.makedirs(self.out, exist_ok=True)
+        self._acquire_lock()
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        os.makedirs(self.tmp_dir)
+        self.merge()
+        self._journal = open(self.journal_path, "a", encoding="utf-8")
+        if not os.path.exists(self.manifest_path):
+            return {}
+        return {row["id"]: row for row in pq.read_table(self.manifest_path).to_pylist()}
+
+    def _acquire_lock(self) -> None:
+        import fcntl
+        self._lock = open(self._lock_path, "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            self._lock = None
+            raise RuntimeError(f"another dlr-engine run is writing {self.manifest_path}; wait "
+                               f"for it to finish or choose another --out") from None
+
+    def array_path(self, name: str, track_id: str) -> str:
+        return os.path.join(self.out, name, *track_id.split("/")) + ".npy"
+
+    def stream(self, name: str, track_id: str, dtype: str, concat_frames: bool) -> NpyStream:
+        tmp = os.path.join(self.tmp_dir, f"{next(self._names)}.npy")
+        return NpyStream(tmp, self.array_path(name, track_id), dtype, concat_frames)
+
+    def record(self, record: TrackRecord) -> None:
+        """Append a finished track to the journal (after its arrays are in place)."""
+        line = json.dumps({"row": record.row, "segments": record.segments})
+        self._journal.write(line + "\n")
+        self._journal.flush()
+
+    def _read_journal(self) -> list[TrackRecord]:
+        if not os.path.exists(self.journal_path):
+            return []
+        records = {}
+        with open(self.journal_path, encoding="utf-8") as file:
+            for line in file:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:  # the last line of a killed run
+                    continue
+                records[entry["row"]["id"]] = TrackRecord(entry["row"], entry["segments"])
+        return list(records.values())
+
+    def merge(self) -> None:
+        """Fold the (closed) journal into the Parquet tables (later records replace earlier
+        rows of the same id), write them atomically, then drop the journal."""
+        records = self._read_journal()
+        if not records:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.journal_path)
+            return
+        ids = pa.array([record.row["id"] for record in records], pa.string())
+        rows = pa.Table.from_pylist([record.row for record in records], schema=MANIFEST_SCHEMA)
+        _replace_rows(self.manifest_path, rows, ids, ["path"])
+        segments = [segment for record in records for segment in record.segments]
+        new_segments = pa.Table.from_pylist(segments) if segments else None
+        _replace_rows(self.outputs_path, new_segments, ids, ["id", "segment"])
+        os.remove(self.journal_path)
+
+    def close(self) -> None:
+        """Merge the journal and release the lock."""
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        self.merge()
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        if self._lock is not None:       # the lock file stays: removing it would let two
+            self._lock.close()            # later runs lock different files of the same name
+            self._lock = None
+
+
+def _replace_rows(path: str, new: pa.Table | None, ids: pa.Array, sort_keys: list[str]) -> None:
+    """Rewrite the table at ``path`` with rows of ``ids`` replaced by ``new``."""
+    tables = []
+    if os.path.exists(path):
+        old = pq.read_table(path)
+        tables.append(old.filter(pc.invert(pc.is_in(old["id"], value_set=ids))))
+    if new is not None:
+        tables.append(new)
+    if not tables:
+        return
+    table = pa.concat_tables(tables, promote_options="default")
+    table = table.sort_by([(key, "ascending") for key in sort_keys])
+    tmp = f"{path}.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+class WriterThread:
+    """Writes arrays and records off the compute thread.
+
+    ``append(key, name, item)`` streams an item into the track's array ``name``;
+    ``commit(key, record)`` puts the track's arrays in place and journals it; ``abort(key,
+    record)`` drops its partial arrays and journals the failure. An error in the thread (disk
+    full) is raised by the next call.
+    """
+
+    def __init__(self, store: Store, dtype: str, concat_frames: bool,
+                 max_pending: int = 64) -> None:
+        self.store = store
+        self.dtype = dtype
+        self.concat_frames = concat_frames
+        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self._streams: dict[object, dict[str, NpyStream]] = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="dlr-engine-writer")
+        self._thread.start()
+
+    def _send(self, command: tuple) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"writing outputs failed: {self._error}") from self._error
+        self._queue.put(command)
+
+    def append(self, key: object, track_id: str, name: str, item: np.ndarray) -> None:
+        self._send(("append", key, track_id, name, item))
+
+    def commit(self, key: object, record: TrackRecord) -> None:
+        self._send(("commit", key, record))
+
+    def abort(self, key: object, record: TrackRecord) -> None:
+        self._send(("abort", key, record))
+
+    def _run(self) -> None:
+        while (command := self._queue.get()) is not None:
+            if self._error is not None:
+                continue
+            try:
+                self._handle(*command)
+            except BaseException as error:  # noqa: BLE001 - reported to the main thread
+                self._error = error
+
+    def _handle(self, kind: str, key: object, *args) -> None:
+        if kind == "append":
+            track_id, name, item = args
+            streams = self._streams.setdefault(key, {})
+            if name not in streams:
+                streams[name] = self.store.stream(name, track_id, self.dtype, self.concat_frames)
+            streams[name].append(item)
+            return
+        streams = self._streams.pop(key, {})
+        (record,) = args
+        if kind == "commit":
+            for stream in streams.values():
+                stream.commit()
+        else:
+            for stream in streams.values():
+                stream.abort()
+        self.store.record(record)
+
+    def close(self) -> None:
+        """Finish pending writes; partial arrays of unfinished tracks are removed."""
+        self._queue.put(None)
+        self._thread.join()
+        for streams in self._streams.values():
+            for stream in streams.values():
+                stream.abort()
+        self._streams.clear()
+        if self._error is not None:
+            raise RuntimeError(f"writing outputs failed: {self._error}") from self._error
+
