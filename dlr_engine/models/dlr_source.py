@@ -55,7 +55,17 @@ def _pooled(size: int, axis: int) -> int:
     return size
 
 
-def _min_size(axis: int) -> int:
+def conv_stack(in_channels: int = 1) -> nn.Sequential:
+    """The five conv blocks of ``CONV_KERNELS`` / ``CONV_POOLS``:
+    (N, in_channels, H, W) -> (N, 32, H // 32, W // 32)."""
+    blocks = []
+    for kernel_size, pool in zip(CONV_KERNELS, CONV_POOLS):
+        blocks.append(ConvBlock(in_channels, CONV_CHANNELS, kernel_size, pool))
+        in_channels = CONV_CHANNELS
+    return nn.Sequential(*blocks)
+
+
+def min_size(axis: int) -> int:
     """Smallest input size along ``axis`` (0 = time, 1 = DLR channels) that survives every
     max-pool of the conv blocks with at least one output."""
     size = 1
@@ -88,17 +98,12 @@ class DLRSourceTaskNet(nn.Module):
             raise ValueError("style_keys must name at least one output")
         self.dlr = dlr if dlr is not None else DLR(preprocess="peak_abs" if preprocess else None)
         self.style_keys = tuple(style_keys)
-        in_channels = 1
-        blocks = []
-        for kernel_size, pool in zip(CONV_KERNELS, CONV_POOLS):
-            blocks.append(ConvBlock(in_channels, CONV_CHANNELS, kernel_size, pool))
-            in_channels = CONV_CHANNELS
-        self.blocks = nn.Sequential(*blocks)
-        self.min_frames = _min_size(0)
+        self.blocks = conv_stack()
+        self.min_frames = min_size(0)
         width = _pooled(self.dlr.config.out_channels, 1)
         if width < 1:
             raise ValueError(f"a DLR of {self.dlr.config.out_channels} channels is too narrow "
-                             f"for the conv blocks (at least {_min_size(1)} needed)")
+                             f"for the conv blocks (at least {min_size(1)} needed)")
         self.embedding_dim = CONV_CHANNELS * width
         self.style_head = nn.Linear(self.embedding_dim, n_styles)
         self.tempo_head = nn.Linear(self.embedding_dim, n_tempo_classes)

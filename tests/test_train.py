@@ -1,0 +1,218 @@
+"""Training: metrics, the fused cpu backend against the reference in a training step, over-fitting,
+exact resume, the FCN tagger's inputs, and the model registry (incl. the shipped default)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_tf_bundle import CHECKPOINT, reference_dir
+
+from dlr_engine.data.synth import STYLE_NAMES, TAG_NAMES, SynthRhythmDataset, write_corpus
+from dlr_engine.models import get, load_model, names
+from dlr_engine.models.pretrained import load_tf_checkpoint
+from dlr_engine.models.registry import save_model, tempo_class_names
+from dlr_engine.train import metrics
+from dlr_engine.train.cli import register
+from dlr_engine.train.datasets import InMemory
+from dlr_engine.train.tasks import SourceTask
+from dlr_engine.train.trainer import TrainConfig, Trainer
+
+SAMPLE_RATE = 8000
+SECONDS = 6.0  # 48000 samples: 58 DLR frames, enough for the conv blocks' 32
+SMALL_DLR = {"channels": 8}  # 32 DLR channels instead of 128: a narrower, faster back-end
+
+
+@pytest.fixture(scope="module")
+def clips() -> InMemory:
+    """32 synthetic clips of 6 s at 8 kHz (every style and tempo class appears)."""
+    return InMemory(SynthRhythmDataset(32, seed=5, seconds=SECONDS, sample_rate=SAMPLE_RATE), progress=False)
+
+
+def _roc_auc(truth: np.ndarray, score: np.ndarray) -> float:
+    """Mann-Whitney: P(score of a positive > score of a negative), ties count half."""
+    pos, neg = score[truth == 1], score[truth == 0]
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return greater / (len(pos) * len(neg))
+
+
+def _average_precision(truth: np.ndarray, score: np.ndarray) -> float:
+    """Mean over positives of the precision at that positive's score threshold."""
+    precisions = [(truth[score >= s] == 1).mean() for s in score[truth == 1]]
+    return float(np.mean(precisions))
+
+
+def test_metrics_match_independent_implementations():
+    rng = np.random.default_rng(0)
+    y_true, y_pred = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
+    assert metrics.accuracy(y_true, y_pred) == pytest.approx(np.mean(y_true == y_pred))
+    confusion = np.asarray(metrics.confusion_matrix(y_true, y_pred, 5))
+    expected = np.zeros((5, 5), int)
+    np.add.at(expected, (y_true, y_pred), 1)
+    np.testing.assert_array_equal(confusion, expected)
+
+    tags = (rng.random((120, 6)) < 0.3).astype(int)
+    tags[:, 5] = 0  # a tag absent from this set: undefined, left out of the macro averages
+    scores = np.round(tags * 0.4 + rng.random((120, 6)), 2)  # rounded: ties happen
+    result = metrics.tag_metrics(tags, scores)
+    roc = [_roc_auc(tags[:, t], scores[:, t]) for t in range(5)]
+    pr = [_average_precision(tags[:, t], scores[:, t]) for t in range(5)]
+    np.testing.assert_allclose(result["roc_auc_per_tag"][:5], roc, rtol=1e-12)
+    np.testing.assert_allclose(result["pr_auc_per_tag"][:5], pr, rtol=1e-12)
+    assert np.isnan(result["roc_auc_per_tag"][5]) and np.isnan(result["pr_auc_per_tag"][5])
+    assert result["roc_auc_macro"] == pytest.approx(np.mean(roc))
+    assert result["pr_auc_macro"] == pytest.approx(np.mean(pr))
+    assert result["roc_auc_micro"] == pytest.approx(_roc_auc(tags.ravel(), scores.ravel()))
+    assert result["pr_auc_micro"] == pytest.approx(_average_precision(tags.ravel(), scores.ravel()))
+
+
+def _relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    return ((value - reference).norm() / reference.norm()).item()
+
+
+def test_training_step_fused_cpu_matches_reference(tmp_path, clips):
+    audio, labels = clips.audio[:4], {key: value[:4] for key, value in clips.labels.items()}
+    task = SourceTask()
+    results = {}
+    for backend in ("cpu", "torch"):
+        torch.manual_seed(0)
+        model = get("dlr_source", **task.model_options(), backend=backend)
+        trainer = Trainer(task, model, clips, clips, TrainConfig(out=str(tmp_path / backend), progress=False))
+        loss, _ = trainer.step(audio, labels)
+        results[backend] = (loss, {name: p.grad.clone() for name, p in model.named_parameters()})
+    loss, grads = results["cpu"]
+    ref_loss, ref_grads = results["torch"]
+    assert loss == pytest.approx(ref_loss, rel=1e-4)
+    for name, grad in grads.items():
+        assert _relative_error(grad, ref_grads[name]) < 1e-4, name
+
+
+def test_tiny_run_overfits_32_clips(tmp_path, clips):
+    task = SourceTask()
+    torch.manual_seed(0)
+    model = get("dlr_source", **task.model_options(), backend="cpu")
+    config = TrainConfig(out=str(tmp_path), epochs=12, batch_size=8, lr=3e-3, schedule="none", progress=False)
+    few = InMemory(torch.utils.data.Subset(clips, range(4)), progress=False)  # validation is not the point here
+    history = Trainer(task, model, clips, few, config).fit()
+    losses = [record["train_loss"] for record in history]
+    assert losses[-1] < 0.4 * losses[0], [round(loss, 3) for loss in losses]
+
+
+def _small_trainer(out, clips, trainer_class=Trainer, seed=0) -> Trainer:
+    task = SourceTask()
+    torch.manual_seed(seed)
+    model = get("dlr_source", **task.model_options(), dlr=SMALL_DLR, backend="cpu")
+    config = TrainConfig(out=str(out), epochs=3, batch_size=4, optimizer="adamw", weight_decay=0.01,
+                         progress=False)
+    subset = InMemory(torch.utils.data.Subset(clips, range(8)), progress=False)
+    return trainer_class(task, model, subset, subset, config)
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KilledAfterEpoch2(Trainer):
+    """A run that dies right after writing the checkpoint of epoch 2."""
+
+    def save_checkpoint(self, best: bool) -> None:
+        super().save_checkpoint(best)
+        if self.epoch == 2:
+            raise _Killed
+
+
+def test_resume_continues_bit_identically(tmp_path, clips):
+    straight = _small_trainer(tmp_path / "straight", clips)
+    straight.fit()
+    with pytest.raises(_Killed):
+        _small_trainer(tmp_path / "resumed", clips, _KilledAfterEpoch2).fit()
+    resumed = _small_trainer(tmp_path / "resumed", clips, seed=1)  # other init: the checkpoint must win
+    resumed.fit(resume=True)
+    for (name, value), (_, expected) in zip(resumed.module.state_dict().items(),
+                                            straight.module.state_dict().items()):
+        assert torch.equal(value, expected), name
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
+    assert (tmp_path / "resumed" / "log.jsonl").read_text().count("\n") == 3
+
+
+def test_cli_trains_a_tagger_on_a_folder(tmp_path):
+    write_corpus(tmp_path / "corpus", n=6, seed=3, seconds=SECONDS, sample_rate=SAMPLE_RATE, progress=False)
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["train", "tagger", "--data", str(tmp_path / "corpus"), "--val-fraction", "0.5",
+                              "--input", "dlr", "--model-options", json.dumps({"dlr": SMALL_DLR}),
+                              "--epochs", "1", "--batch-size", "3", "--seconds", str(SECONDS),
+                              "--backend", "cpu", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert args.func(args) == 0
+    (record,) = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert record["epoch"] == 1 and {"roc_auc_macro", "pr_auc_micro"} <= set(record["val"])
+    model = load_model(tmp_path / "run" / "best.safetensors")
+    assert model.label_names == {"tag_logits": list(TAG_NAMES)}
+    assert model.config()["input"] == "dlr" and model.config()["dlr"]["channels"] == SMALL_DLR["channels"]
+
+
+@pytest.mark.parametrize("input", ["mel", "dlr", "tempogram", "mel+dlr"])
+def test_fcn_tagger_shapes(input):
+    if input != "dlr":
+        pytest.importorskip("dlr_engine.spectral")
+    torch.manual_seed(0)
+    model = get("fcn", n_tags=7, input=input, backend="cpu").eval()
+    x = torch.rand(3, int(SECONDS * SAMPLE_RATE)) - 0.5
+    out = model(x)
+    kinds = input.split("+")
+    assert out["tag_logits"].shape == (3, 7)
+    assert out["embedding"].shape == (3, 32 * len(kinds))
+    for kind in kinds:
+        assert out[kind].dim() == 3 and out[kind].shape[0] == 3
+    if "dlr" in kinds:
+        assert out["dlr"].shape == (3, 128, 58)
+    with pytest.raises(ValueError, match="frames are too few"):
+        model(x[:, :SAMPLE_RATE // 2] if input != "dlr" else x[:, :40000])
+
+
+def test_fcn_rejects_unknown_input():
+    with pytest.raises(ValueError, match="mel\\+dlr"):
+        get("fcn", input="mfcc")
+
+
+def test_registry_round_trip(tmp_path):
+    assert {"dlr_source", "fcn"} <= set(names())
+    task = SourceTask()
+    torch.manual_seed(0)
+    model = get("dlr_source", **task.model_options(), dlr=SMALL_DLR, backend="cpu").eval()
+    save_model(model, tmp_path / "m.safetensors", label_names=task.label_names, metadata={"note": "test"})
+    loaded = load_model(tmp_path / "m.safetensors", backend="cpu")
+    x = torch.rand(2, int(SECONDS * SAMPLE_RATE))
+    with torch.no_grad():
+        expected, got = model(x), loaded(x)
+    assert not loaded.training and loaded.sample_rate == SAMPLE_RATE
+    assert loaded.label_names == task.label_names
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key
+    with pytest.raises(ValueError, match="unknown model"):
+        get("resnet")
+
+
+def test_load_model_reads_the_published_tf_checkpoint():
+    model = load_model(reference_dir() / CHECKPOINT, backend="cpu")
+    direct = load_tf_checkpoint(reference_dir() / CHECKPOINT)
+    assert not model.training and model.sample_rate == SAMPLE_RATE
+    assert model.label_names == {"tempo_logits": tempo_class_names()}
+    for (name, value), (_, expected) in zip(model.state_dict().items(), direct.state_dict().items()):
+        assert torch.equal(value, expected), name
+
+
+def test_shipped_default_model():
+    model = load_model("default")
+    assert not model.training and model.sample_rate == SAMPLE_RATE
+    assert model.label_names == {"style_logits": list(STYLE_NAMES), "tempo_logits": tempo_class_names()}
+    audio = SynthRhythmDataset(2, seed=99, seconds=SECONDS)[1][0]
+    with torch.no_grad():
+        out = model(torch.stack([audio, audio.flip(0)]))
+    assert out["embedding"].shape == (2, 128)
+    assert out["style_logits"].shape == (2, len(STYLE_NAMES))
+    assert out["tempo_logits"].shape == (2, 4)
+    assert out["dlr"].shape == (2, 128, 58)
+    assert torch.isfinite(out["tempo_logits"]).all()
