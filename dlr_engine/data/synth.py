@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import bisect
 import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from dlr_engine.config import PAPER, TEMPO_CLASS_BOUNDARIES_BPM
 from dlr_engine.data.styles import BARS_PER_PHRASE, PARTS, STEPS_PER_BEAT, STYLES, Style
+from dlr_engine.io.atomic import write_atomic
 
 STYLE_NAMES = tuple(style.name for style in STYLES)
 TAG_NAMES = (
@@ -542,16 +542,6 @@ class SynthRhythmDataset(torch.utils.data.Dataset):
         }
 
 
-def _write_atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``, so ``path`` is never half written."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _check_format(fmt: str) -> None:
     if fmt not in AUDIO_FORMATS:
         raise ValueError(f"cannot write '{fmt}' audio; choose one of {', '.join(AUDIO_FORMATS)}")
@@ -562,7 +552,7 @@ def _write_audio(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     fmt = path.suffix.lstrip(".")
     _check_format(fmt)
     file_format, subtype = AUDIO_FORMATS[fmt]
-    _write_atomic(path, lambda tmp: sf.write(tmp, audio, sample_rate, format=file_format,
+    write_atomic(path, lambda tmp: sf.write(tmp, audio, sample_rate, format=file_format,
                                              subtype=subtype))
 
 
@@ -576,7 +566,7 @@ def _write_labels(csv_path: Path, rows: list[tuple[str, dict]]) -> Path:
                 writer.writerow([relative, labels["style"], labels["style_index"],
                                  repr(labels["bpm"]), labels["tempo_class"], labels["meter"],
                                  *labels["tags"]])
-    _write_atomic(csv_path, write)
+    write_atomic(csv_path, write)
     return csv_path
 
 

@@ -31,6 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..io.atomic import write_atomic
+
 MANIFEST_SCHEMA = pa.schema([
     ("path", pa.string()),            # absolute path of the source file
     ("id", pa.string()),              # path relative to the corpus root; names the arrays
@@ -223,9 +225,7 @@ def _replace_rows(path: str, new: pa.Table | None, ids: pa.Array, sort_keys: lis
         return
     table = pa.concat_tables(tables, promote_options="default")
     table = table.sort_by([(key, "ascending") for key in sort_keys])
-    tmp = f"{path}.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
 class WriterThread:

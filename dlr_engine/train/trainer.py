@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from ..data.synth import SynthRhythmDataset
+from ..io.atomic import write_atomic
 from ..models import registry
 from ..models.fcn import parse_input
 from .datasets import InMemory, LabelledFolder, split_rows
@@ -287,8 +288,8 @@ class Trainer:
             "scaler": self.scaler.state_dict(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
         }
-        _atomic(self.out / STATE, lambda tmp: torch.save(state, tmp))
-        _atomic(self.out / LOG, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history)))
+        write_atomic(self.out / STATE, lambda tmp: torch.save(state, tmp))
+        write_atomic(self.out / LOG, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history)))
 
     def load_checkpoint(self) -> None:
         """Restore model, optimizer, scheduler, scaler, RNG and counters from ``config.out``."""
@@ -313,15 +314,6 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.epoch, self.best_score, self.bad_epochs = state["epoch"], state["best_score"], state["bad_epochs"]
         self.history = state["history"]
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _summary(record: dict[str, Any]) -> str:
