@@ -20,6 +20,7 @@ SUITES: dict[str, str] = {
     "dlr": "the DLR op: eager torch, torch.compile and the fused backends, fwd and fwd+bwd",
     "mel": "dB mel spectrogram (DLR geometry): plain torch, the engine's backends, librosa",
     "tempogram": "tempogram, presets librosa and dlr: the engine's batched module vs librosa",
+    "extract": "corpus to DLR features: the engine vs librosa.load + eager model vs decode floor",
 }
 """Registered suites, name -> description. The cases of suite ``name`` come from
 ``cases(quick: bool) -> list[Case]`` in ``bench/suite_<name>.py``; registering a new suite is

@@ -16,6 +16,7 @@ SUBCOMMANDS = (
     "dlr_engine.engine.cli",
     "dlr_engine.train.cli",
     "dlr_engine.demo_cli",
+    "dlr_engine.plot_cli",
 )
 
 
@@ -31,7 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as exc:
+        if not _is_input_error(exc):
+            raise
+        print(f"dlr-engine {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _is_input_error(exc: Exception) -> bool:
+    """Errors whose message says what was wrong with the user's input or files: reported
+    in one line, no traceback."""
+    decode = sys.modules.get("dlr_engine.audio.decode")
+    kinds = (ValueError, OSError) + ((decode.DecodeError,) if decode else ())
+    return isinstance(exc, kinds)
 
 
 if __name__ == "__main__":

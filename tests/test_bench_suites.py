@@ -75,3 +75,19 @@ def test_mel_provider_with_other_padding_is_caught(monkeypatch):
     monkeypatch.setitem(suite_mel.MEL_ARGS, "pad_mode", "reflect")
     wrong = suite_mel.make_call(baseline, SHORT_BATCH, samples, device)()
     assert (wrong - expected).abs().max() > 100 * DB_ABS_TOL
+
+
+def test_extract_providers_process_every_track(monkeypatch):
+    """Suite ``extract`` on a tiny corpus: every provider runs and processes all its tracks."""
+    from dlr_engine.bench import suite_extract
+
+    tiny = suite_extract.CorpusSpec(tracks=2, min_seconds=6.0, max_seconds=6.0)
+    monkeypatch.setitem(suite_extract.CORPORA, True, tiny)
+    cases = suite_extract.cases(quick=True)
+    assert [c.provider for c in cases] == [p.name for p in suite_extract.PROVIDERS]
+    assert [c.provider for c in cases if c.baseline] == [suite_extract.BASELINE]
+    files = suite_extract.corpus(tiny)
+    assert sorted(f.suffix for f in files) == [".flac", ".wav"]
+    done = {case.provider: case.make()() for case in cases if case.skip_reason is None}
+    assert set(done) == {p.name for p in suite_extract.PROVIDERS}
+    assert set(done.values()) == {tiny.tracks}
