@@ -32,7 +32,9 @@ def report() -> str:
         built = backend.load_error()
         status = "loaded" if built is None else f"not loaded: {built}"
         if name == "cpu" and built is None:
-            status += f" (kernels for {backend.launcher().ISA})"
+            launcher = backend.launcher()
+            status += (f" (running {launcher.active_isa()} kernels; this CPU runs "
+                       f"{', '.join(launcher.supported_isas())})")
         lines.append(f"  {name:7s} {status}")
         for device in ("cpu", "cuda"):
             reasons = explain(device, torch.float32)[name]

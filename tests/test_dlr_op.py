@@ -58,6 +58,38 @@ def test_cpu_forward_and_grads_match_reference(batch, samples, channels, taps, d
         assert relative_error(grad, ref_grad) < 1e-5, name
 
 
+@pytest.fixture(params=dlr_cpu.supported_isas())
+def cpu_isa(request):
+    """Each instruction-set variant of the CPU kernels this machine can run, restored after."""
+    previous = dlr_cpu.active_isa()
+    dlr_cpu.set_isa(request.param)
+    yield request.param
+    dlr_cpu.set_isa(previous)
+
+
+@pytest.mark.parametrize("batch,samples,channels,taps,dilations,pool",
+                         [CASES[2], CASES[3], CASES[5]])
+def test_every_instruction_set_variant_matches_reference(cpu_isa, batch, samples, channels, taps,
+                                                         dilations, pool):
+    assert dlr_cpu.active_isa() == cpu_isa
+    torch.manual_seed(5)
+    x = torch.randn(batch, samples, dtype=torch.float64)
+    weight, bias = (p.requires_grad_() for p in random_params(len(dilations), channels, taps))
+    ref = dlr_reference(x, weight, bias, dilations, pool)
+    grad_out = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad(ref, (weight, bias), grad_out)
+    w32, b32 = (t.detach().float().requires_grad_() for t in (weight, bias))
+    out = dlr(x.float(), w32, b32, dilations, pool, backend="cpu")
+    assert relative_error(out, ref) < 1e-5
+    for grad, ref_grad in zip(torch.autograd.grad(out, (w32, b32), grad_out.float()), ref_grads):
+        assert relative_error(grad, ref_grad) < 1e-5
+
+
+def test_unsupported_instruction_set_is_refused():
+    with pytest.raises(ValueError, match="cannot run on this CPU"):
+        dlr_cpu.set_isa("sse9000")
+
+
 def test_non_contiguous_input():
     x = torch.randn(3, 4000, 2)[..., 0]
     assert not x.is_contiguous()

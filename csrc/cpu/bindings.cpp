@@ -24,20 +24,38 @@ struct Kernels {
   BackwardFn backward;
 };
 
-Kernels select_kernels() {
+// Kernel sets this CPU can run, best first (CPUID).
+std::vector<Kernels> supported_kernels() {
+  std::vector<Kernels> sets;
 #if defined(DLR_HAVE_X86_VARIANTS)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f"))
-    return {"avx512", &dlr::avx512::forward, &dlr::avx512::backward};
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq"))
+    sets.push_back({"avx512", &dlr::avx512::forward, &dlr::avx512::backward});
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return {"avx2", &dlr::avx2::forward, &dlr::avx2::backward};
+    sets.push_back({"avx2", &dlr::avx2::forward, &dlr::avx2::backward});
 #endif
-  return {"generic", &dlr::generic::forward, &dlr::generic::backward};
+  sets.push_back({"generic", &dlr::generic::forward, &dlr::generic::backward});
+  return sets;
 }
 
-const Kernels& kernels() {
-  static const Kernels chosen = select_kernels();
-  return chosen;
+// The active set: the best supported one unless set_isa chose another.
+Kernels& kernels() {
+  static Kernels active = supported_kernels().front();
+  return active;
+}
+
+void set_isa(const std::string& isa) {
+  std::string names;
+  for (const Kernels& k : supported_kernels()) {
+    if (k.isa == isa) {
+      kernels() = k;
+      return;
+    }
+    names += (names.empty() ? "" : ", ") + k.isa;
+  }
+  throw std::invalid_argument("kernels for '" + isa + "' cannot run on this CPU; it runs: " +
+                              names);
 }
 
 template <typename T>
@@ -49,7 +67,16 @@ T* as_ptr(uintptr_t address) {
 
 PYBIND11_MODULE(_dlr_cpu, m) {
   m.doc() = "Fused DLR CPU kernels (raw float32 buffers, OpenMP).";
-  m.def("isa", [] { return kernels().isa; }, "Instruction set chosen at run time.");
+  m.def("isa", [] { return kernels().isa; }, "Instruction set of the active kernels.");
+  m.def(
+      "supported_isas",
+      [] {
+        std::vector<std::string> names;
+        for (const Kernels& k : supported_kernels()) names.push_back(k.isa);
+        return names;
+      },
+      "Kernel instruction sets this CPU can run, best first.");
+  m.def("set_isa", &set_isa, "Run the kernels compiled for this instruction set.");
   m.def(
       "output_frames",
       [](int64_t samples, int64_t taps, int64_t max_dilation, int64_t pool) {

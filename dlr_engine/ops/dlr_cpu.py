@@ -2,14 +2,36 @@
 
 The compiled module takes raw pointers, so every tensor handed to it is made float32 and
 contiguous here; bfloat16 / float16 inputs compute in float32 and are cast back.
+The kernels are compiled for AVX-512, AVX2 and generic x86-64; the best this CPU runs is used
+unless ``DLR_ENGINE_CPU_ISA=avx512|avx2|generic`` (or ``set_isa``) picks another.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 
 from .. import _dlr_cpu  # ImportError when the extension was not built: backend unavailable
 
-ISA = _dlr_cpu.isa()
+ISA_ENV = "DLR_ENGINE_CPU_ISA"
+
+
+def supported_isas() -> list[str]:
+    """Instruction sets whose kernels this CPU runs, best first."""
+    return _dlr_cpu.supported_isas()
+
+
+def active_isa() -> str:
+    return _dlr_cpu.isa()
+
+
+def set_isa(isa: str) -> None:
+    """Run the kernels compiled for ``isa``; raises ValueError if this CPU cannot."""
+    _dlr_cpu.set_isa(isa)
+
+
+if os.environ.get(ISA_ENV):
+    set_isa(os.environ[ISA_ENV])
 
 
 def _float32(t: torch.Tensor) -> torch.Tensor:
