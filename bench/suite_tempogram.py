@@ -70,7 +70,10 @@ def frame_counts(preset: str, samples: int) -> tuple[int, int]:
 
 
 def autocorrelation_flop_per_frame(win_length: int) -> float:
-    """Real FFT + power + inverse real FFT of the zero-padded window (see the module docstring)."""
+    """Nominal work of librosa's algorithm: real FFT + power + inverse real FFT of the window
+    zero-padded to a power of two (see the module docstring). Every provider is credited with
+    this same count (an "effective" GFLOP/s); the engine does less (2-3-5 FFT sizes, only the
+    kept lags by matmul)."""
     n_pad = 1 << (2 * win_length - 2).bit_length()
     return (2 * FFT_FLOP_PER_POINT_LOG2 * n_pad * math.log2(n_pad)
             + POWER_FLOP_PER_BIN * (n_pad // 2 + 1))
