@@ -14,6 +14,7 @@ SUBCOMMANDS = (
     "dlr_engine.models.convert_cli",
     "dlr_engine.data.synth_cli",
     "dlr_engine.engine.cli",
+    "dlr_engine.engine.merge_cli",
     "dlr_engine.train.cli",
     "dlr_engine.demo_cli",
     "dlr_engine.plot_cli",

@@ -10,8 +10,10 @@ Files in ``config.out``:
 Deterministic with a seed on CPU: the model is initialised after ``torch.manual_seed(seed)`` and
 each epoch's shuffle is drawn from ``(seed, epoch)``, so a run resumed from ``state.pt``
 continues bit-identically. Multi-GPU: launch the same command with ``torchrun
---nproc_per_node=N``; every process trains on its shard (``DistributedSampler``) and validates
-on the whole validation set, and rank 0 writes the files. Mixed precision (bfloat16, or float16
+--nproc_per_node=N``; every process trains on its shard (``DistributedSampler``) of each global
+batch (N times ``batch_size``), batch norm uses the statistics of the global batch, and every
+process validates on the whole validation set; rank 0 writes the files. N processes give the
+loss curve of one process with N times the batch size. Mixed precision (bfloat16, or float16
 with a gradient scaler) is used on CUDA only.
 """
 from __future__ import annotations
@@ -114,6 +116,70 @@ def setup_distributed(device: str | None = None) -> tuple[int, int, torch.device
     return dist.get_rank(), world, torch.device("cuda", local_rank) if cuda else torch.device("cpu")
 
 
+class _SumOverProcesses(torch.autograd.Function):
+    """All-reduce (sum) whose gradient is the all-reduced gradient: each process's input
+    affects the losses of all processes."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+        return tensor
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _SumOverProcesses.apply(grad)
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm over the batches of all processes (``nn.SyncBatchNorm`` needs CUDA; this
+    works on CPU with Gloo): the per-channel sums are all-reduced, differentiably, so the
+    output, the gradients and the running statistics equal those of one process with the
+    global batch. In eval mode (or outside a process group) it is ``BatchNorm``."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2 dimensions (batch, channels, ...), got {input.dim()}")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(input)
+        dims = [0, *range(2, input.dim())]
+        count = torch.tensor(float(input.numel() // input.shape[1]), device=input.device)
+        dist.all_reduce(count)
+        mean = _SumOverProcesses.apply(input.sum(dims)) / count
+        shape = [1, -1] + [1] * (input.dim() - 2)
+        centred = input - mean.reshape(shape)
+        var = _SumOverProcesses.apply(centred.square().sum(dims)) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                momentum = (1.0 / self.num_batches_tracked.item() if self.momentum is None
+                            else self.momentum)
+                self.running_mean.lerp_(mean, momentum)
+                self.running_var.lerp_(var * count / max(count - 1, 1), momentum)
+        output = centred * torch.rsqrt(var + self.eps).reshape(shape)
+        if self.affine:
+            output = output * self.weight.reshape(shape) + self.bias.reshape(shape)
+        return output
+
+
+def global_batch_norm(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` with its batch norms replaced (in place) by ones over the global batch:
+    ``nn.SyncBatchNorm`` on CUDA, ``GlobalBatchNorm`` elsewhere; parameters and running
+    statistics are kept."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.modules.batchnorm._BatchNorm):
+                replacement = GlobalBatchNorm(child.num_features, child.eps, child.momentum,
+                                              child.affine, child.track_running_stats)
+                replacement.load_state_dict(child.state_dict())
+                setattr(parent, name, replacement.to(device))
+    return model
+
+
 def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
     """(training, validation) datasets of ``config``, held in memory if ``config.in_memory``."""
     if (config.data is None) == (config.synthetic is None):
@@ -184,8 +250,10 @@ class Trainer:
         self.task, self.config = task, config
         self.rank, self.world, self.device = setup_distributed(config.device)
         self.out = Path(config.out)
-        self.module = model.to(self.device)
-        self.model = model
+        model = model.to(self.device)
+        if self.world > 1:
+            model = global_batch_norm(model, self.device)
+        self.module = self.model = model
         if self.world > 1:
             self.model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -246,8 +314,12 @@ class Trainer:
             clips += len(audio)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
         seconds = time.perf_counter() - start
+        if self.world > 1:  # the mean over the global batches, as one process would log it
+            totals = torch.tensor([loss_sum, clips], dtype=torch.float64, device=self.device)
+            dist.all_reduce(totals)
+            loss_sum, clips = totals[0].item(), totals[1].item()
         return {"epoch": self.epoch + 1, "train_loss": loss_sum / clips, "lr": self.optimizer.param_groups[0]["lr"],
-                "seconds": seconds, "clips_per_second": clips * self.world / seconds}
+                "seconds": seconds, "clips_per_second": clips / seconds}
 
     def fit(self, resume: bool = False) -> list[dict[str, Any]]:
         """Train up to ``config.epochs`` epochs (fewer with early stopping); with ``resume``,
