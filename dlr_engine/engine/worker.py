@@ -241,7 +241,13 @@ class DecodeWorker:
                 self._put(("died", f"{type(error).__name__}: {error}"))
 
     def submit(self, track: int, path: str) -> None:
-        self._submit((track, path))
+        """Queue a task. A worker process that has died cannot take it: the send fails, and
+        the death reaches ``get()`` as ``("died", why)``, whose handler requeues the task."""
+        try:
+            self._submit((track, path))
+        except OSError:  # BrokenPipeError: the process is gone; _pump reports it
+            if self.process is None or self.process.is_alive():
+                raise
 
     def get(self, timeout: float | None = None) -> tuple:
         """The next message. Raises ``TimeoutError`` after ``timeout`` seconds without one,
