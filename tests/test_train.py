@@ -13,12 +13,13 @@ from test_tf_bundle import CHECKPOINT, reference_dir
 from dlr_engine.data.synth import STYLE_NAMES, TAG_NAMES, SynthRhythmDataset, write_corpus
 from dlr_engine.models import get, load_model, names
 from dlr_engine.models.pretrained import load_tf_checkpoint
+from dlr_engine.models import registry
 from dlr_engine.models.registry import save_model, tempo_class_names
 from dlr_engine.train import metrics
 from dlr_engine.train.cli import register
 from dlr_engine.train.datasets import InMemory
-from dlr_engine.train.tasks import SourceTask
-from dlr_engine.train.trainer import TrainConfig, Trainer
+from dlr_engine.train.tasks import TASKS, SourceTask
+from dlr_engine.train.trainer import TrainConfig, Trainer, build_model
 
 SAMPLE_RATE = 8000
 SECONDS = 6.0  # 48000 samples: 58 DLR frames, enough for the conv blocks' 32
@@ -216,3 +217,27 @@ def test_shipped_default_model():
     assert out["tempo_logits"].shape == (2, 4)
     assert out["dlr"].shape == (2, 128, 58)
     assert torch.isfinite(out["tempo_logits"]).all()
+
+
+@pytest.mark.parametrize("task_name", ["source-task", "tagger"])
+@pytest.mark.parametrize("family", sorted(registry.FAMILIES))
+def test_every_family_builds_for_each_task_with_only_its_heads(tmp_path, task_name, family):
+    options = {"sample_rate": 8000} if family == "mcclstm" else {}
+    config = TrainConfig(task=task_name, model=family, model_options=options, out=str(tmp_path),
+                         progress=False)
+    model = build_model(config)
+    task = TASKS[task_name]()
+    heads = {key for key in task.label_names}
+    samples = max(getattr(model, "min_samples", 0), 48000)
+    with torch.no_grad():
+        outputs = model.eval()(torch.randn(2, samples))
+    assert heads <= outputs.keys()
+    assert not ({"tag_logits", "style_logits", "tempo_logits"} - heads) & outputs.keys()
+    for key in heads:
+        assert outputs[key].shape == (2, len(task.label_names[key]))
+
+
+def test_family_at_another_sample_rate_is_refused(tmp_path):
+    config = TrainConfig(model="mcclstm", out=str(tmp_path), progress=False)
+    with pytest.raises(ValueError, match="sample_rate"):
+        build_model(config)

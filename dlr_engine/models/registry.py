@@ -5,7 +5,8 @@ A saved model is a ``.safetensors`` file of its ``state_dict`` whose metadata (s
 ``label_names`` (JSON: output key -> class or tag names), ``preprocessing``, ``sample_rate``,
 plus whatever the caller adds (training command, held-out figures, ...).
 
-Every model returned here has ``sample_rate`` (Hz of the raw audio it takes) and ``label_names``
+Every model returned here has ``sample_rate`` (Hz of the raw audio it takes: the model's own,
+8000 unless it says otherwise) and ``label_names``
 (output key -> names, e.g. ``{"style_logits": [...], "tempo_logits": [...]}``; empty when not
 known). ``tag_logits`` are independent (sigmoid); other ``*_logits`` are classes (softmax).
 """
@@ -22,13 +23,15 @@ from torch import nn
 from ..config import PAPER, TEMPO_CLASS_BOUNDARIES_BPM
 from ..nn import DLR
 from .dlr_source import DLRSourceTaskNet
+from .families import FAMILIES, PEAK_ABS
 from .fcn import FCNTagger
 
 FORMAT = "dlr-engine/model"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "default.safetensors"
 DEFAULT_COMMAND = "python -m dlr_engine.train.default_model --out dlr_engine/weights/default.safetensors"
 FILE_MODE = 0o644
-PREPROCESSING = "8 kHz mono float; DLR input: per clip x / max|x| (skipped when 0), then |x|"
+PREPROCESSING = f"8 kHz mono float; DLR input: {PEAK_ABS}"
+"""Preprocessing of models without their own ``preprocessing`` string (``dlr_source``, ``fcn``)."""
 
 
 def tempo_class_names() -> list[str]:
@@ -46,8 +49,11 @@ def _dlr_source(dlr: dict[str, Any] | None = None, preprocess: bool = True, back
 MODELS: dict[str, tuple[type[nn.Module], Callable[..., nn.Module]]] = {
     "dlr_source": (DLRSourceTaskNet, _dlr_source),
     "fcn": (FCNTagger, FCNTagger),
+    **{name: (cls, cls) for name, cls in FAMILIES.items()},
 }
-"""name -> (class, builder taking the JSON options of ``model.config()`` plus ``backend``)."""
+"""name -> (class, builder taking the JSON options of ``model.config()`` plus ``backend``);
+the literature's families (``crnn``, ``samplecnn``, ``pons``, ``mcclstm``, ``pooled``) are
+described in ``families``."""
 
 
 def names() -> list[str]:
@@ -60,7 +66,7 @@ def get(name: str, **options: Any) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(names())}")
     model = MODELS[name][1](**options)
-    model.sample_rate = PAPER.sample_rate
+    model.sample_rate = getattr(model, "sample_rate", PAPER.sample_rate)
     model.label_names = {}
     return model
 
@@ -86,8 +92,9 @@ def save_model(model: nn.Module, path: str | Path, label_names: dict[str, list[s
     if bad:
         raise TypeError(f"safetensors metadata values must be strings; encode {bad} as JSON")
     header = {"format": FORMAT, "model": name_of(model), "options": json.dumps(model.config()),
-              "label_names": json.dumps(labels), "preprocessing": PREPROCESSING,
-              "sample_rate": str(PAPER.sample_rate)}
+              "label_names": json.dumps(labels),
+              "preprocessing": getattr(model, "preprocessing", PREPROCESSING),
+              "sample_rate": str(getattr(model, "sample_rate", PAPER.sample_rate))}
     tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")

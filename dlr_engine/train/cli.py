@@ -7,6 +7,7 @@ import argparse
 import json
 
 from ..models.fcn import INPUT_KINDS
+from ..models.registry import names as registry_names
 from .trainer import OPTIMIZERS, SCHEDULES, TrainConfig, train
 
 DEFAULTS = TrainConfig()
@@ -29,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction,
                         help="share of --data clips held out for validation")
     parser.add_argument("--seconds", type=float, default=DEFAULTS.seconds, help="clip length in seconds")
+    parser.add_argument("--model", default=None, choices=registry_names(),
+                        help="model by registry name (default: dlr_source for source-task, fcn "
+                             "for tagger)")
     parser.add_argument("--input", default=DEFAULTS.input,
                         help=f"tagger input: {', '.join(INPUT_KINDS)}, or two joined by '+' (mel+dlr)")
     parser.add_argument("--model-options", type=json.loads, default={}, metavar="JSON",
@@ -57,7 +61,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         task=args.task, out=args.out, data=args.data, val_fraction=args.val_fraction,
         synthetic=args.synthetic, val_synthetic=args.val_synthetic, data_seed=args.data_seed,
-        seconds=args.seconds, in_memory=not args.stream, input=args.input, model_options=args.model_options,
+        seconds=args.seconds, in_memory=not args.stream, model=args.model, input=args.input, model_options=args.model_options,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, schedule=args.schedule, patience=args.patience, seed=args.seed,
         backend=args.backend, device=args.device, amp=not args.no_amp, workers=args.workers,

@@ -34,7 +34,9 @@ from tqdm import tqdm
 
 from ..data.synth import SynthRhythmDataset
 from ..io.atomic import write_atomic
+from ..config import PAPER
 from ..models import registry
+from ..models.families import HEADS
 from ..models.fcn import parse_input
 from .datasets import InMemory, LabelledFolder, split_rows
 from .distributed import global_batch_norm, setup_distributed
@@ -59,7 +61,10 @@ class TrainConfig:
       (default: a tenth, at least one batch). Test splits should use other corpus seeds.
     seconds: clip length at 8 kHz (folder clips are cut to their first ``seconds``).
     in_memory: load or render every clip once and keep it in RAM (else decode each epoch).
-    input: the tagger's input (``mel``, ``dlr``, ``tempogram``, ``mel+dlr``).
+    model: registry name of the model (default: the task's own, ``dlr_source`` or ``fcn``);
+      any family of ``dlr_engine.models.names()`` trains on either task, with only the task's
+      heads (its other heads are left out).
+    input: the FCN tagger's input (``mel``, ``dlr``, ``tempogram``, ``mel+dlr``).
     model_options: more constructor options of the model (e.g. ``{"dlr": {"channels": 8}}``).
     patience: stop after this many epochs without a better validation score (None: never).
     backend: force a DLR op backend (``cpu``, ``torch``, ...).
@@ -75,6 +80,7 @@ class TrainConfig:
     data_seed: int | None = None
     seconds: float = 10.0
     in_memory: bool = True
+    model: str | None = None
     input: str = "dlr"
     model_options: dict[str, Any] = field(default_factory=dict)
     epochs: int = 10
@@ -124,11 +130,18 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
 def build_model(config: TrainConfig) -> nn.Module:
     """The task's model, initialised from ``config.seed``, with the task's label names."""
     task = TASKS[config.task]()
+    name = config.model or task.model_name
     options = task.model_options()
-    if config.task == "tagger":
+    if name == "fcn":
         options["input"] = config.input
+    elif name in registry.FAMILIES:  # multi-head families: keep only this task's heads
+        options = {head: 0 for head in HEADS} | options
     torch.manual_seed(config.seed)
-    model = registry.get(task.model_name, **options, **config.model_options, backend=config.backend)
+    model = registry.get(name, **options, **config.model_options, backend=config.backend)
+    if model.sample_rate != PAPER.sample_rate:
+        raise ValueError(f"model {name!r} takes audio at {model.sample_rate} Hz but the training "
+                         f"clips are at {PAPER.sample_rate} Hz; pass --model-options "
+                         f"'{{\"sample_rate\": {PAPER.sample_rate}}}'")
     model.label_names = task.label_names
     return model
 

@@ -1,0 +1,132 @@
+"""The literature's families by name (``dlr_engine.models.families``): built by the registry,
+raw audio in at their own sample rate, dict out; saved and loaded; run by ``extract``.
+Small options keep every model tiny."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import torch
+
+from dlr_engine import extract
+from dlr_engine.data.synth import render_clip
+from dlr_engine.models import families, registry
+
+SMALL_DLR = {"n_branches": 2, "channels": 4, "kernel_size": 4, "dilations": [1, 4], "pool": 64}
+SMALL = {
+    "crnn": {"n_tags": 5, "n_mels": 16, "channels": [4, 4], "pools": [[2, 2], [2, 2]],
+             "gru_units": 8, "gru_layers": 1},
+    "samplecnn": {"n_tags": 5, "first_channels": 4, "block_channels": [4, 4, 4, 4]},
+    "pons": {"n_styles": 3, "n_mels": 12, "frames": 20, "filters": 2, "timbre_bins": 8,
+             "temporal_frames": 6},
+    "mcclstm": {"n_styles": 3, "filters": 2, "fc_units": 8, "lstm_units": 4},
+    "pooled": {"n_styles": 3, "n_tempo_classes": 4, "pooling": "attention", "dlr": SMALL_DLR},
+}
+"""registry name -> small constructor options."""
+HEADS = {"crnn": {"tag_logits": 5}, "samplecnn": {"tag_logits": 5}, "pons": {"style_logits": 3},
+         "mcclstm": {"style_logits": 3}, "pooled": {"style_logits": 3, "tempo_logits": 4}}
+CLIP_SECONDS = 8.0
+CLIP_RATE = 8000
+SEGMENT_SECONDS = 4.0
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny models on a shared 2-core machine: a second intra-op thread only adds stalls."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def build(name: str):
+    torch.manual_seed(0)
+    return registry.get(name, **SMALL[name])
+
+
+def test_every_family_is_registered():
+    assert set(families.FAMILIES) <= set(registry.names())
+    assert set(SMALL) == set(families.FAMILIES)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_raw_audio_in_dict_out(name):
+    model = build(name).eval()
+    assert registry.name_of(model) == name and model.label_names == {}
+    samples = model.min_samples + model.sample_rate // 3          # not a multiple of any hop
+    with torch.no_grad():
+        out = model(torch.randn(3, samples))
+    assert out["embedding"].shape == (3, model.embedding_dim)
+    for key, size in HEADS[name].items():
+        assert out[key].shape == (3, size) and torch.isfinite(out[key]).all()
+    assert set(out) - {"embedding", "dlr"} == set(HEADS[name])
+    with pytest.raises(ValueError, match="too few"):
+        model(torch.randn(1, model.min_samples - 1))
+
+
+def test_sample_rates_and_minimum_inputs():
+    """samplecnn: 59049 samples (~7.4 s at 8 kHz); mcclstm: the paper's 44.1 kHz with one
+    80-frame chunk at hop 1024 as its minimum, the same durations at 8 kHz."""
+    assert registry.get("samplecnn").min_samples == 3 ** 10 == 59049
+    assert registry.get("crnn").sample_rate == registry.get("pons").sample_rate == 8000
+    paper = registry.get("mcclstm", filters=2, fc_units=8, lstm_units=4)
+    assert paper.sample_rate == 44100 and paper.mel.config.n_fft == 2048
+    assert paper.min_samples == 79 * 1024
+    low = registry.get("mcclstm", filters=2, fc_units=8, lstm_units=4, sample_rate=8000)
+    assert low.sample_rate == 8000
+    assert low.min_samples / 8000 == pytest.approx(paper.min_samples / 44100, rel=0.01)
+
+
+def test_heads_are_chosen_by_options():
+    model = registry.get("crnn", **{**SMALL["crnn"], "n_tags": 0, "n_styles": 2, "n_tempo_classes": 4})
+    assert sorted(model.heads) == ["style_logits", "tempo_logits"]
+    with pytest.raises(ValueError, match="at least one"):
+        registry.get("pons", **{**SMALL["pons"], "n_styles": 0})
+
+
+@pytest.mark.parametrize("name", ["pooled", "mcclstm"])
+def test_save_load_round_trip(tmp_path, name):
+    model = build(name).eval()
+    labels = {"style_logits": ["a", "b", "c"]}
+    path = tmp_path / f"{name}.safetensors"
+    registry.save_model(model, path, label_names=labels)
+    loaded = registry.load_model(path)
+    assert type(loaded) is type(model) and loaded.config() == model.config()
+    assert loaded.sample_rate == model.sample_rate and loaded.label_names == labels
+    x = torch.randn(2, model.min_samples + 100)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x)["style_logits"], model(x)["style_logits"])
+
+
+@pytest.fixture(scope="module")
+def two_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    paths = []
+    for index in range(2):
+        audio, _ = render_clip(index, seed=3, seconds=CLIP_SECONDS, sample_rate=CLIP_RATE)
+        path = folder / f"clip{index}.wav"
+        sf.write(path, audio, CLIP_RATE)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_every_family_through_extract(tmp_path, two_files, name):
+    model = build(name)
+    representations = ("dlr",) if name == "pooled" else ()
+    out = tmp_path / "out"
+    summary = extract(two_files, out=out, model=model, representations=representations,
+                      segment_seconds=SEGMENT_SECONDS, workers=0, progress=False)
+    assert (summary["ok"], summary["failed"]) == (2, 0), summary["failures"]
+    table = pq.read_table(out / "outputs.parquet")
+    segments = int(CLIP_SECONDS // SEGMENT_SECONDS)
+    assert table.num_rows == 2 * segments
+    for key, size in HEADS[name].items():
+        head = key[:-len("_logits")]
+        columns = [f"{head}_{index}" for index in range(size)]
+        assert set(columns) <= set(table.column_names)
+        probs = np.stack([table.column(column).to_numpy() for column in columns], axis=1)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    embedding = np.load(out / "embedding" / "clip0.wav.npy")
+    assert embedding.shape == (segments, model.embedding_dim)
