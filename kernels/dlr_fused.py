@@ -34,25 +34,39 @@ def _preactivation(x_row, w_rows, bias, c_mask, t, t_mask, dilation,
 
 
 @triton.jit
-def dlr_forward_kernel(x_ptr, w_ptr, b_ptr, dilations_ptr, out_ptr,
-                       samples, branches, channels, frames, pool, frames_per_program,
-                       TAPS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
-    """``out[n, branch * channels + c, f] = mean_{j < pool} relu(pre[c, f * pool + j])``."""
+def _program_slice(x_ptr, w_ptr, b_ptr, dilations_ptr, samples, branches, channels, frames,
+                   frames_per_program, TAPS: tl.constexpr, BLOCK_C: tl.constexpr):
+    """What one program of either kernel works on: grid axis 0 = frame block, 1 = channel
+    block, 2 = clip * branches + branch. Returns the frame block, clip ``n``, ``branch``, its
+    dilation, channels ``c`` and their mask, weight-row pointers, biases (float32), the clip's
+    x row, offsets of the pooled rows ``(n, branch * channels + c, :)`` and frames
+    ``[first, last)``."""
     frame_block = tl.program_id(0)
     channel_block = tl.program_id(1)
     n = tl.program_id(2) // branches
     branch = tl.program_id(2) % branches
     dilation = tl.load(dilations_ptr + branch)
-
     c = channel_block * BLOCK_C + tl.arange(0, BLOCK_C)
     c_mask = c < channels
     w_rows = w_ptr + (branch * channels + c) * TAPS
     bias = tl.load(b_ptr + branch * channels + c, mask=c_mask, other=0.0).to(tl.float32)
     x_row = x_ptr + n.to(tl.int64) * samples
-    out_rows = out_ptr + (n.to(tl.int64) * branches + branch) * channels * frames + c * frames
-
+    pooled_rows = (n.to(tl.int64) * branches + branch) * channels * frames + c * frames
     first = frame_block * frames_per_program
     last = tl.minimum(first + frames_per_program, frames)
+    return (frame_block, n, branch, dilation, c, c_mask, w_rows, bias, x_row, pooled_rows, first,
+            last)
+
+
+@triton.jit
+def dlr_forward_kernel(x_ptr, w_ptr, b_ptr, dilations_ptr, out_ptr,
+                       samples, branches, channels, frames, pool, frames_per_program,
+                       TAPS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+    """``out[n, branch * channels + c, f] = mean_{j < pool} relu(pre[c, f * pool + j])``."""
+    (frame_block, n, branch, dilation, c, c_mask, w_rows, bias, x_row, pooled_rows, first,
+     last) = _program_slice(x_ptr, w_ptr, b_ptr, dilations_ptr, samples, branches, channels,
+                            frames, frames_per_program, TAPS, BLOCK_C)
+    out_rows = out_ptr + pooled_rows
     for f in range(first, last):
         pooled = tl.zeros((BLOCK_C,), dtype=tl.float32)
         for start in range(0, pool, BLOCK_T):
@@ -81,25 +95,15 @@ def dlr_backward_kernel(grad_out_ptr, x_ptr, w_ptr, b_ptr, dilations_ptr,
     ``tl.atomic_add`` (programs of neighbouring frames, other channel blocks and other branches
     hit the same samples), so its float rounding order is not deterministic on a GPU.
     """
-    frame_block = tl.program_id(0)
-    channel_block = tl.program_id(1)
-    n = tl.program_id(2) // branches
-    branch = tl.program_id(2) % branches
-    dilation = tl.load(dilations_ptr + branch)
-
-    c = channel_block * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = c < channels
+    (frame_block, n, branch, dilation, c, c_mask, w_rows, bias, x_row, pooled_rows, first,
+     last) = _program_slice(x_ptr, w_ptr, b_ptr, dilations_ptr, samples, branches, channels,
+                            frames, frames_per_program, TAPS, BLOCK_C)
     taps = tl.arange(0, BLOCK_K)
-    w_rows = w_ptr + (branch * channels + c) * TAPS
-    bias = tl.load(b_ptr + branch * channels + c, mask=c_mask, other=0.0).to(tl.float32)
-    x_row = x_ptr + n.to(tl.int64) * samples
     grad_x_row = grad_x_ptr + n.to(tl.int64) * samples
-    grad_out_rows = grad_out_ptr + (n.to(tl.int64) * branches + branch) * channels * frames + c * frames
+    grad_out_rows = grad_out_ptr + pooled_rows
 
     grad_w = tl.zeros((BLOCK_C, BLOCK_K), dtype=tl.float32)
     grad_b = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    first = frame_block * frames_per_program
-    last = tl.minimum(first + frames_per_program, frames)
     for f in range(first, last):
         grad_pooled = tl.load(grad_out_rows + f, mask=c_mask, other=0.0).to(tl.float32) / pool
         for start in range(0, pool, BLOCK_T):

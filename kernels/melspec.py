@@ -85,17 +85,23 @@ def _mel_tile(x_row, cos_ptr, sin_ptr, mel_ptr, t, t_mask, m, m_mask, hop, tap_o
 
 
 @triton.jit
+def _tile_indices(frames, n_mels, BLOCK_T: tl.constexpr, BLOCK_M: tl.constexpr):
+    """One program's tile: clip ``n`` (grid axis 1), frames ``t`` (axis 0) and mel bins ``m``,
+    with their masks."""
+    n = tl.program_id(1).to(tl.int64)
+    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    m = tl.arange(0, BLOCK_M)
+    return n, t, t < frames, m, m < n_mels
+
+
+@triton.jit
 def melspec_forward_kernel(x_ptr, cos_ptr, sin_ptr, mel_ptr, out_ptr,
                            padded, frames, hop, tap_offset, taps, n_freq, n_mels,
                            log_multiplier, amin,
                            POWER: tl.constexpr, LOG: tl.constexpr, BLOCK_T: tl.constexpr,
                            BLOCK_K: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_M: tl.constexpr):
     """``out[n, m, t] = sum_f |X_n[t, f]| ** POWER mel_fb[m, f]`` (then the log when ``LOG``)."""
-    n = tl.program_id(1).to(tl.int64)
-    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
-    t_mask = t < frames
-    m = tl.arange(0, BLOCK_M)
-    m_mask = m < n_mels
+    n, t, t_mask, m, m_mask = _tile_indices(frames, n_mels, BLOCK_T, BLOCK_M)
     mel = _mel_tile(x_ptr + n * padded, cos_ptr, sin_ptr, mel_ptr, t, t_mask, m, m_mask, hop,
                     tap_offset, taps, n_freq, POWER, BLOCK_T, BLOCK_K, BLOCK_F, BLOCK_M)
     if LOG:
@@ -111,11 +117,7 @@ def melspec_backward_kernel(grad_ptr, x_ptr, cos_ptr, sin_ptr, mel_ptr, out_ptr,
                             POWER: tl.constexpr, LOG: tl.constexpr, BLOCK_T: tl.constexpr,
                             BLOCK_K: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_M: tl.constexpr):
     """Accumulate ``d loss / d padded_signal`` of one frame tile into ``grad_x`` (float32)."""
-    n = tl.program_id(1).to(tl.int64)
-    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
-    t_mask = t < frames
-    m = tl.arange(0, BLOCK_M)
-    m_mask = m < n_mels
+    n, t, t_mask, m, m_mask = _tile_indices(frames, n_mels, BLOCK_T, BLOCK_M)
     tile = n * n_mels * frames + m[None, :] * frames + t[:, None]
     tile_mask = t_mask[:, None] & m_mask[None, :]
     grad_mel = tl.load(grad_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)
