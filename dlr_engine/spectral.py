@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .config import PAPER
-from .ops.melspec import mel_bands, melspectrogram
+from .ops.melspec import cpu_mel_plan, melspectrogram
 from .ops.melspec_reference import (finish_db, frame_count, get_window, mel_filterbank,
                                     zscore_per_clip)
 from .ops.tempogram import onset_strength_from_db, tempogram_from_onsets
@@ -175,7 +175,7 @@ class MelSpectrogram(nn.Module):
         fb = mel_filterbank(config.sr, config.n_fft, config.n_mels, config.fmin, config.fmax,
                             config.htk, config.norm, dtype=torch.float32)
         self.register_buffer("mel_fb", fb, persistent=False)
-        self.bands = mel_bands(fb)
+        self.cpu_plan = cpu_mel_plan(fb)
 
     def frames(self, samples: int) -> int:
         """Output frames for a clip of ``samples`` samples (raises when there is none)."""
@@ -192,7 +192,7 @@ class MelSpectrogram(nn.Module):
         c = self.config
         out = melspectrogram(_flatten(x), self.window, self.mel_fb, c.n_fft, c.hop_length,
                              c.center, c.pad_mode, c.power, self.db_multiplier, self.amin,
-                             self.bands, self.backend)
+                             self.cpu_plan, self.backend)
         if self.db_multiplier:
             out = finish_db(out, self.db_multiplier, self.amin, c.ref, c.top_db)
         if c.normalize == "zscore":

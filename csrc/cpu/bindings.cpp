@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "dlr_cpu.h"
+#include "spectral_cpu.h"
 
 namespace py = pybind11;
 
@@ -17,12 +18,24 @@ namespace {
 
 using ForwardFn = decltype(&dlr::generic::forward);
 using BackwardFn = decltype(&dlr::generic::backward);
+using FrameWindowFn = decltype(&dlr::generic::frame_window);
+using MelProjectFn = decltype(&dlr::generic::mel_project);
+using PowerInPlaceFn = decltype(&dlr::generic::power_in_place);
+using LagStoreFn = decltype(&dlr::generic::lag_store);
 
 struct Kernels {
   std::string isa;
   ForwardFn forward;
   BackwardFn backward;
+  FrameWindowFn frame_window;
+  MelProjectFn mel_project;
+  PowerInPlaceFn power_in_place;
+  LagStoreFn lag_store;
 };
+
+#define DLR_KERNEL_SET(isa) \
+  Kernels { #isa, &dlr::isa::forward, &dlr::isa::backward, &dlr::isa::frame_window, \
+            &dlr::isa::mel_project, &dlr::isa::power_in_place, &dlr::isa::lag_store }
 
 // Kernel sets this CPU can run, best first (CPUID).
 std::vector<Kernels> supported_kernels() {
@@ -31,11 +44,11 @@ std::vector<Kernels> supported_kernels() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512dq"))
-    sets.push_back({"avx512", &dlr::avx512::forward, &dlr::avx512::backward});
+    sets.push_back(DLR_KERNEL_SET(avx512));
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    sets.push_back({"avx2", &dlr::avx2::forward, &dlr::avx2::backward});
+    sets.push_back(DLR_KERNEL_SET(avx2));
 #endif
-  sets.push_back({"generic", &dlr::generic::forward, &dlr::generic::backward});
+  sets.push_back(DLR_KERNEL_SET(generic));
   return sets;
 }
 
@@ -66,7 +79,7 @@ T* as_ptr(uintptr_t address) {
 }  // namespace
 
 PYBIND11_MODULE(_dlr_cpu, m) {
-  m.doc() = "Fused DLR CPU kernels (raw float32 buffers, OpenMP).";
+  m.doc() = "Fused DLR, mel spectrogram and tempogram CPU kernels (raw float32 buffers, OpenMP).";
   m.def("isa", [] { return kernels().isa; }, "Instruction set of the active kernels.");
   m.def(
       "supported_isas",
@@ -110,4 +123,49 @@ PYBIND11_MODULE(_dlr_cpu, m) {
       },
       "Per-(batch, branch) gradient parts, zero-initialised by the caller; grad_x_parts may "
       "be 0 (not needed).");
+  m.def(
+      "frame_window",
+      [](uintptr_t signal, int64_t signal_length, int64_t n_frames, int64_t hop, int64_t first,
+         int64_t rows, uintptr_t window, int64_t span, uintptr_t frames, int64_t frame_stride,
+         int threads) {
+        py::gil_scoped_release release;
+        kernels().frame_window(as_ptr<const float>(signal), signal_length, n_frames, hop, first,
+                               rows, as_ptr<const float>(window), span, as_ptr<float>(frames),
+                               frame_stride, threads);
+      },
+      "frames[r, :span] <- signal[clip, frame * hop + j] * window[j], rows of global frames "
+      "first..first+rows (clip = g // n_frames, frame = g % n_frames).");
+  m.def(
+      "mel_project",
+      [](uintptr_t spec, int64_t rows, int64_t n_freq, int64_t first, int64_t n_frames,
+         int64_t n_mels, uintptr_t starts, uintptr_t lengths, uintptr_t offsets,
+         uintptr_t weights, float power, float log_multiplier, float amin, uintptr_t out,
+         int threads) {
+        const dlr::MelFilters filters{n_mels, as_ptr<const int64_t>(starts),
+                                      as_ptr<const int64_t>(lengths),
+                                      as_ptr<const int64_t>(offsets),
+                                      as_ptr<const float>(weights)};
+        py::gil_scoped_release release;
+        kernels().mel_project(as_ptr<const float>(spec), rows, n_freq, first, n_frames, filters,
+                              power, log_multiplier, amin, as_ptr<float>(out), threads);
+      },
+      "out[clip, m, frame] <- (log of) sum_f mel[m, f] |spec[r, f]|^power for spectrum rows of "
+      "global frames first..first+rows.");
+  m.def(
+      "power_in_place",
+      [](uintptr_t spec, int64_t rows, int64_t n_freq, int threads) {
+        py::gil_scoped_release release;
+        kernels().power_in_place(as_ptr<float>(spec), rows, n_freq, threads);
+      },
+      "spec[r, f] <- (|spec[r, f]|^2, 0): complex64 rows, for an inverse FFT.");
+  m.def(
+      "lag_store",
+      [](uintptr_t lags, int64_t rows, int64_t row_stride, int64_t first, int64_t n_frames,
+         int64_t max_lag, bool normalize, uintptr_t out, int threads) {
+        py::gil_scoped_release release;
+        kernels().lag_store(as_ptr<const float>(lags), rows, row_stride, first, n_frames,
+                            max_lag, normalize, as_ptr<float>(out), threads);
+      },
+      "out[clip, l, frame] <- lags[r, l] (divided by lags[r, 0] when normalize and it is at "
+      "least float32's tiny) for rows of global frames first..first+rows.");
 }

@@ -5,9 +5,15 @@
   mel projection and log in one pass; backward recomputes the spectrum), registered as
   ``dlr_engine::melspec_fused`` / ``dlr_engine::melspec_fused_backward``. CUDA tensors, or CPU
   tensors under ``TRITON_INTERPRET=1`` when asked for explicitly.
-- ``cpu``: the fastest formulation measured on CPU: per chunk of frames, frame + window as one
-  copy, ``torch.fft.rfft``, power, and the mel projection restricted to the band of FFT bins
-  each group of ``MEL_BAND_ROWS`` filters touches (the mel matrix is ~98% zeros).
+- ``cpu``: the fastest formulation measured on CPU. Float32 without a gradient (inference,
+  feature extraction, a front-end of fixed filters): per chunk of ``spectral_cpu.CHUNK_FRAMES`` frames,
+  the C++ kernels of ``csrc/cpu/mel_cpu_kernel.cpp`` write the windowed frames, torch's FFT
+  (MKL / pocketfft) transforms them, and the C++ kernels take power, project on the mel matrix
+  without its zeros (~1,000 of 65,664 entries are non-zero at the DLR geometry) and take the
+  log, straight into the output (custom op ``dlr_engine::melspec_cpu``). With a gradient, or
+  float64, or without the compiled extension: the same chunks in torch ops (frame + window as
+  one copy, ``torch.fft.rfft``, power, the projection restricted to the band of FFT bins each
+  group of ``MEL_BAND_ROWS`` filters touches), differentiable by torch autograd.
 - ``torch``: the plain reference (``torch.stft`` + matmul), any device and dtype.
 
 ``backend=`` forces one (raising, with every backend's reasons, when it cannot run);
@@ -17,10 +23,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from . import spectral_cpu
 from .backends import BACKEND_ENV, BackendUnavailable
 from .melspec_reference import (check_spectrogram_args, log_scale, melspectrogram_reference,
                                 pad_for_frames, padded_window, spectrum_power)
@@ -28,14 +36,12 @@ from .melspec_reference import (check_spectrogram_args, log_scale, melspectrogra
 MEL_BACKENDS = ("triton", "cpu", "torch")
 """Names of the backends of this op, in automatic order of preference."""
 TRITON_DTYPES = (torch.float32, torch.float16)
-CPU_CHUNK_FRAMES = 512
-"""Frames per chunk of the cpu backend (whole clips per chunk when shorter): the framed signal
-and its spectrum (2 x 2 MB at n_fft 1024) stay in cache; measured best of 256 .. 30016."""
 MEL_BAND_ROWS = 16
 """Mel filters per band of the cpu backend's sparse projection (7.6x fewer multiply-adds than
 the dense matrix for 128 Slaney or HTK filters, in 8 matmuls)."""
 
 BandSpec = tuple[tuple[int, int, int, int], ...]
+
 
 
 def _kernels():
@@ -108,6 +114,34 @@ def mel_bands(mel_fb: Tensor, rows_per_band: int = MEL_BAND_ROWS) -> BandSpec:
     return tuple(bands)
 
 
+@dataclass(frozen=True)
+class CpuMelPlan:
+    """The mel matrix ``(n_mels, n_freq)`` in the cpu backend's two forms: ``bands`` for the
+    torch formulation, and per filter ``m`` the bins ``[starts[m], starts[m] + lengths[m])`` with
+    their ``weights`` at ``offsets[m]`` (int64 / float32 tensors) for the C++ kernels."""
+    bands: BandSpec
+    starts: Tensor
+    lengths: Tensor
+    offsets: Tensor
+    weights: Tensor
+
+
+def cpu_mel_plan(mel_fb: Tensor) -> CpuMelPlan:
+    """Both sparse forms of ``mel_fb`` (n_mels, n_freq); a filter's zeros inside its support
+    are kept as weights, so any matrix is represented exactly."""
+    fb = mel_fb.detach().to("cpu", torch.float32)
+    nonzero = fb != 0
+    any_nonzero = nonzero.any(dim=1)
+    first = nonzero.int().argmax(dim=1)
+    last = fb.shape[1] - 1 - nonzero.flip(1).int().argmax(dim=1)
+    starts = torch.where(any_nonzero, first, 0).long()
+    lengths = torch.where(any_nonzero, last - first + 1, 0).long()
+    offsets = (lengths.cumsum(0) - lengths).contiguous()
+    weights = torch.cat([fb[m, starts[m]:starts[m] + lengths[m]] for m in range(fb.shape[0])])
+    return CpuMelPlan(mel_bands(fb), starts.contiguous(), lengths.contiguous(), offsets,
+                      weights.contiguous())
+
+
 def _padded(window: Tensor, n_fft: int) -> Tensor:
     return padded_window(window, window.shape[0], n_fft, dtype=window.dtype, device=window.device)
 
@@ -126,24 +160,68 @@ def _project(power: Tensor, mel_fb: Tensor, bands: BandSpec) -> Tensor:
 
 def melspectrogram_cpu(x: Tensor, window: Tensor, mel_fb: Tensor, n_fft: int, hop_length: int,
                        center: bool = True, pad_mode: str = "constant", power: float = 2.0,
-                       bands: BandSpec | None = None) -> Tensor:
-    """The cpu backend: same contract as ``melspectrogram_reference`` but ``window`` is the
-    unpadded ``(win_length,)`` window; differentiable through torch autograd."""
-    bands = mel_bands(mel_fb) if bands is None else bands
+                       log_multiplier: float = 0.0, amin: float = 1e-10,
+                       plan: CpuMelPlan | None = None) -> Tensor:
+    """The cpu backend: same contract as ``melspectrogram`` but ``window`` is the unpadded
+    ``(win_length,)`` window and ``x``, ``window``, ``mel_fb`` share a dtype. Differentiable
+    (through the torch formulation) when a gradient is needed."""
+    plan = cpu_mel_plan(mel_fb) if plan is None else plan
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (x, window, mel_fb))
+    if spectral_cpu.available() and x.dtype == torch.float32 and not needs_grad:
+        return melspec_cpu(x.contiguous(), window.contiguous(), plan.starts, plan.lengths,
+                           plan.offsets, plan.weights, n_fft, hop_length, center, pad_mode,
+                           float(power), float(log_multiplier), float(amin))
+    mel = _melspectrogram_chunks(x, window, mel_fb, n_fft, hop_length, center, pad_mode, power,
+                                 plan.bands)
+    return log_scale(mel, log_multiplier, amin) if log_multiplier else mel
+
+
+def _melspectrogram_chunks(x: Tensor, window: Tensor, mel_fb: Tensor, n_fft: int,
+                           hop_length: int, center: bool, pad_mode: str, power: float,
+                           bands: BandSpec) -> Tensor:
+    """The cpu backend's torch formulation: mel power (batch, n_mels, frames), chunk by chunk."""
     padded = pad_for_frames(x, n_fft, center, pad_mode)
     window = _padded(window, n_fft)
     frames = padded.unfold(-1, n_fft, hop_length)  # (batch, frames, n_fft), a view
     n_frames = frames.shape[1]
-    rows_per_chunk = max(1, CPU_CHUNK_FRAMES // n_frames)
+    chunk_frames = spectral_cpu.CHUNK_FRAMES
+    rows_per_chunk = max(1, chunk_frames // n_frames)
     rows = []
     for row in range(0, x.shape[0], rows_per_chunk):
         chunks = []
-        for start in range(0, n_frames, CPU_CHUNK_FRAMES):
-            chunk = frames[row:row + rows_per_chunk, start:start + CPU_CHUNK_FRAMES]
+        for start in range(0, n_frames, chunk_frames):
+            chunk = frames[row:row + rows_per_chunk, start:start + chunk_frames]
             power_spec = spectrum_power(torch.fft.rfft(chunk * window), power)
             chunks.append(_project(power_spec, mel_fb, bands))
         rows.append(torch.cat(chunks, dim=-1))
     return torch.cat(rows).contiguous()
+
+
+@torch.library.custom_op("dlr_engine::melspec_cpu", mutates_args=())
+def melspec_cpu(x: Tensor, window: Tensor, starts: Tensor, lengths: Tensor, offsets: Tensor,
+                weights: Tensor, n_fft: int, hop_length: int, center: bool, pad_mode: str,
+                power: float, log_multiplier: float, amin: float) -> Tensor:
+    """The cpu backend's C++ path, float32, no gradient: x (batch, samples), window
+    (win_length,), the filters of ``CpuMelPlan`` -> (batch, n_mels, frames)."""
+    padded = pad_for_frames(x, n_fft, center, pad_mode)
+    n_frames = 1 + (padded.shape[1] - n_fft) // hop_length
+    out = torch.empty(x.shape[0], starts.shape[0], n_frames)
+    threads = torch.get_num_threads()
+    for first, spectra in spectral_cpu.windowed_spectra(padded, (n_fft - window.shape[0]) // 2,
+                                                        n_frames, hop_length, window, n_fft):
+        spectral_cpu._dlr_cpu.mel_project(
+            spectra.data_ptr(), spectra.shape[0], spectra.shape[1], first, n_frames,
+            starts.shape[0], starts.data_ptr(), lengths.data_ptr(), offsets.data_ptr(),
+            weights.data_ptr(), power, log_multiplier, amin, out.data_ptr(), threads)
+    return out
+
+
+@melspec_cpu.register_fake
+def _melspec_cpu_fake(x, window, starts, lengths, offsets, weights, n_fft, hop_length, center,
+                      pad_mode, power, log_multiplier, amin):
+    length = x.shape[1] + (2 * (n_fft // 2) if center else 0)
+    return x.new_empty((x.shape[0], starts.shape[0], 1 + (length - n_fft) // hop_length))
 
 
 @torch.library.custom_op("dlr_engine::melspec_fused", mutates_args=())
@@ -205,7 +283,7 @@ melspec_fused.register_autograd(_backward, setup_context=_setup_context)
 def melspectrogram(x: Tensor, window: Tensor, mel_fb: Tensor, n_fft: int, hop_length: int,
                    center: bool = True, pad_mode: str = "constant", power: float = 2.0,
                    log_multiplier: float = 0.0, amin: float = 1e-10,
-                   bands: BandSpec | None = None, backend: str | None = None) -> Tensor:
+                   plan: CpuMelPlan | None = None, backend: str | None = None) -> Tensor:
     """Mel spectrogram with librosa's conventions on the best available backend.
 
     x: (batch, samples); window: (win_length,) periodic window (``get_window``); mel_fb:
@@ -213,7 +291,7 @@ def melspectrogram(x: Tensor, window: Tensor, mel_fb: Tensor, n_fft: int, hop_le
     ``frame_count``: the mel power ``sum_f mel_fb[m, f] |X[t, f]| ** power``, or when
     ``log_multiplier`` is non-zero ``log_multiplier * log10(max(amin, mel))`` (finish with
     ``finish_db`` for ``ref`` / ``top_db``). Half-precision input is computed and returned in
-    float32 (spectra of loud clips overflow float16). ``bands``: ``mel_bands(mel_fb)``
+    float32 (spectra of loud clips overflow float16). ``plan``: ``cpu_mel_plan(mel_fb)``
     precomputed for the cpu backend.
     """
     frames = check_spectrogram_args(x, n_fft, hop_length, center, power)
@@ -232,9 +310,8 @@ def melspectrogram(x: Tensor, window: Tensor, mel_fb: Tensor, n_fft: int, hop_le
         x = x.float()
     window, mel_fb = window.to(x), mel_fb.to(x)
     if name == "cpu":
-        mel = melspectrogram_cpu(x, window, mel_fb, n_fft, hop_length, center, pad_mode, power,
-                                 bands)
-    else:
-        mel = melspectrogram_reference(x, _padded(window, n_fft), mel_fb, n_fft, hop_length,
-                                       center, pad_mode, power)
+        return melspectrogram_cpu(x, window, mel_fb, n_fft, hop_length, center, pad_mode, power,
+                                  log_multiplier, amin, plan)
+    mel = melspectrogram_reference(x, _padded(window, n_fft), mel_fb, n_fft, hop_length, center,
+                                   pad_mode, power)
     return log_scale(mel, log_multiplier, amin) if log_multiplier else mel

@@ -8,6 +8,11 @@ librosa's tempogram ``[..., ::2]``).
 
 Shapes: onset envelopes ``(batch, onset_frames)``; tempograms ``(batch, win_length, frames)``
 (row = lag in onset frames).
+
+On CPU, float32 without a gradient and with ``norm`` ``math.inf`` or None, the autocorrelation
+runs as the custom op ``dlr_engine::tempogram_cpu``: C++ framing, torch's rfft, C++ power,
+torch's irfft, C++ normalisation straight into the output layout (``ops/spectral_cpu.py``);
+elsewhere as batched torch ops.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import spectral_cpu
 from .melspec_reference import get_window
 
 
@@ -111,9 +117,39 @@ def tempogram_from_onsets(onsets: torch.Tensor, win_length: int, center: bool = 
     elif n < win_length:
         raise ValueError(f"an onset envelope of {n} frames is shorter than win_length="
                          f"{win_length}; use center=True or a longer clip")
-    frames = onsets.unfold(-1, win_length, frame_hop)  # (batch, frames, win_length)
-    if center:
-        frames = frames[..., :-(-n // frame_hop), :]  # the first ceil(n / frame_hop)
+    n_frames = -(-n // frame_hop) if center else 1 + (n - win_length) // frame_hop
     weights = get_window(window, win_length, dtype=onsets.dtype, device=onsets.device)
+    needs_grad = torch.is_grad_enabled() and (onsets.requires_grad or weights.requires_grad)
+    if (spectral_cpu.available() and onsets.device.type == "cpu" and onsets.dim() == 2
+            and onsets.dtype == torch.float32 and not needs_grad and norm in (math.inf, None)):
+        return tempogram_cpu(onsets, weights, n_frames, frame_hop, norm is not None)
+    frames = onsets.unfold(-1, win_length, frame_hop)[..., :n_frames, :]
     tempogram = normalize_frames(autocorrelate(frames * weights, win_length), norm)
     return tempogram.transpose(-1, -2)
+
+
+@torch.library.custom_op("dlr_engine::tempogram_cpu", mutates_args=())
+def tempogram_cpu(onsets: torch.Tensor, window: torch.Tensor, n_frames: int, frame_hop: int,
+                  normalize: bool) -> torch.Tensor:
+    """Autocorrelation tempogram on CPU in float32: frame ``j`` of ``onsets`` (batch, n) is
+    ``onsets[:, j * frame_hop:][:, :win_length] * window``; returns (batch, win_length,
+    n_frames), each frame divided by its lag-0 value when ``normalize``."""
+    win_length = window.shape[0]
+    n_fft = fft_size(win_length)
+    out = torch.empty(onsets.shape[0], win_length, n_frames)
+    lags = torch.empty(spectral_cpu.chunk_rows(onsets.shape[0] * n_frames), n_fft)
+    threads = torch.get_num_threads()
+    for first, spectra in spectral_cpu.windowed_spectra(onsets, 0, n_frames, frame_hop, window,
+                                                        n_fft):
+        rows = spectra.shape[0]
+        spectral_cpu._dlr_cpu.power_in_place(spectra.data_ptr(), rows, spectra.shape[1],
+                                             threads)
+        torch.fft.irfft(spectra, n=n_fft, out=lags[:rows])
+        spectral_cpu._dlr_cpu.lag_store(lags.data_ptr(), rows, n_fft, first, n_frames,
+                                        win_length, normalize, out.data_ptr(), threads)
+    return out
+
+
+@tempogram_cpu.register_fake
+def _tempogram_cpu_fake(onsets, window, n_frames, frame_hop, normalize):
+    return onsets.new_empty((onsets.shape[0], window.shape[0], n_frames))
