@@ -2,9 +2,9 @@
 files on disk to features, against the naive loop and the decode floor (issue 3's benchmark).
 
 The corpus is generated once per run into a temporary folder (`corpus`): synthetic music from
-``dlr_engine.data.synth.render_clip``, stereo, cycling through WAV / FLAC / OGG Vorbis and
+``dlr_engine.data.synth.render_clip``, stereo, cycling through WAV / FLAC / OGG Vorbis / MP3 and
 44.1 / 48 kHz, written with soundfile (`CORPORA`: quick 8 tracks of 30 s; full 64 tracks of
-30 s to 2 min). The model is the DLR features only (``DLR()``, no back-end, no heads).
+30 s to 5 min). The model is the DLR features only (``DLR()``, no back-end, no heads).
 
 Providers, each call processing the whole corpus and returning the number of tracks done:
 
@@ -14,10 +14,12 @@ Providers, each call processing the whole corpus and returning the number of tra
 - ``engine``: ``dlr_engine.extract(folder, out=<fresh folder>, model=DLR())``: decode workers,
   30 s segments batched across files, the fused kernel, arrays and tables written to disk. The
   call includes the engine's start-up and the writing; `WORKERS` decode workers
-  (``default_workers()``: 0 on two cores or fewer, i.e. one decode thread).
+  (``default_workers()``: 0 on two cores or fewer, i.e. ``decode_threads()`` decode threads,
+  one per core).
 - ``decode_floor``: decode + downmix + resample to 8 kHz of every file with
-  ``dlr_engine.audio.decode.load`` and no model, with the same worker count (0: one decoder
-  in this process; n: a pool of n processes, its start-up included as the engine's is).
+  ``dlr_engine.audio.decode.load`` and no model, with the same parallelism (0 workers: a pool
+  of ``decode_threads()`` threads in this process; n: a pool of n processes, its start-up
+  included as the engine's is).
 
 Throughput is audio hours per second: the audio hours of the corpus (in the ``shape`` column,
 e.g. ``8 tracks 0.0667 h``) divided by the median call in seconds. No FLOP or byte counts: the
@@ -28,6 +30,7 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -41,6 +44,7 @@ from dlr_engine.config import PAPER
 from dlr_engine.data.synth import render_clip
 from dlr_engine.engine import extract
 from dlr_engine.engine.extraction import default_workers
+from dlr_engine.engine.pipeline import decode_threads
 from dlr_engine.engine.worker import process_context
 from dlr_engine.nn import DLR
 
@@ -59,11 +63,11 @@ class CorpusSpec:
     seed: int = 0
 
 
-CORPORA = {True: CorpusSpec(8, 30.0, 30.0), False: CorpusSpec(64, 30.0, 120.0)}
+CORPORA = {True: CorpusSpec(8, 30.0, 30.0), False: CorpusSpec(64, 30.0, 300.0)}
 """Corpus per quick flag."""
-FORMATS = ("wav", "flac", "ogg")
+FORMATS = ("wav", "flac", "ogg", "mp3")
 """File formats, cycled by track index (soundfile infers the container from the extension;
-OGG is Vorbis)."""
+OGG is Vorbis, MP3 is MPEG layer III)."""
 SOURCE_RATES = (44100, 48000)
 """Sample rates, alternating every ``len(FORMATS)`` tracks so every format gets both."""
 CHANNEL_DELAY_S = 0.001
@@ -146,7 +150,8 @@ def decoded_samples(path: Path) -> int:
 def _decode_floor(files: list[Path], device: str) -> Call:
     def run() -> int:
         if WORKERS == 0:
-            lengths = [decoded_samples(path) for path in files]
+            with ThreadPoolExecutor(decode_threads()) as pool:
+                lengths = list(pool.map(decoded_samples, files))
         else:
             with process_context().Pool(WORKERS) as pool:
                 lengths = pool.map(decoded_samples, files, chunksize=1)

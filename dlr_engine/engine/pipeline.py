@@ -12,6 +12,7 @@ is replaced; its queued tracks go to the replacement.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -110,8 +111,16 @@ class ModelBroken(RuntimeError):
     """The model failed on every input it was given: a problem of the model, not the files."""
 
 
+def decode_threads() -> int:
+    """Decode threads of a run with ``workers=0``: one per core (libsndfile, soxr and numpy
+    release the GIL, so threads decode in parallel without copying segments between
+    processes)."""
+    return os.cpu_count() or 1
+
+
 class Pipeline:
-    """Decode with ``workers`` processes (0: one thread), batch, run, deliver to ``sink``."""
+    """Decode with ``workers`` processes (0: ``decode_threads()`` threads), batch, run, deliver
+    to ``sink``."""
 
     def __init__(self, plan: DecodePlan, runner: Runner, sink: Sink, workers: int,
                  batch_size: int) -> None:
@@ -119,7 +128,7 @@ class Pipeline:
         self.runner = runner
         self.sink = sink
         self.processes = workers > 0
-        self.n_workers = max(1, workers)
+        self.n_workers = workers if self.processes else decode_threads()
         self.batch_size = batch_size
         self.inbox_size = max(4, batch_size)
         self.batcher = Batcher(batch_size, 2 * batch_size)
