@@ -46,7 +46,9 @@ def _is_input_error(exc: Exception) -> bool:
     """Errors whose message says what was wrong with the user's input or files: reported
     in one line, no traceback."""
     decode = sys.modules.get("dlr_engine.audio.decode")
-    kinds = (ValueError, OSError) + ((decode.DecodeError,) if decode else ())
+    distributed = sys.modules.get("dlr_engine.distributed")
+    kinds = ((ValueError, OSError) + ((decode.DecodeError,) if decode else ())
+             + ((distributed.RayMissing,) if distributed else ()))
     return isinstance(exc, kinds)
 
 

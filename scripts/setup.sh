@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-DLR_ENGINE_REQUIRE_EXTENSION=1 .venv/bin/python -m pip install --quiet -e ".[test,train,bench]"
+DLR_ENGINE_REQUIRE_EXTENSION=1 .venv/bin/python -m pip install --quiet -e ".[test,train,bench,ray]"
 .venv/bin/python -m dlr_engine info

@@ -7,6 +7,7 @@ from ..audio.segment import TAIL_POLICIES
 from .discover import parse_shard
 
 MAX_LISTED_FAILURES = 10
+ENGINES = ("local", "ray")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,6 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="retry tracks that failed in an earlier run")
     parser.add_argument("--overwrite", action="store_true", help="redo every track")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--engine", choices=ENGINES, default="local",
+                        help="local: this machine; ray: decode tasks and model actors on a Ray "
+                             "cluster (pip install 'dlr-engine[ray]'), the same outputs")
+    parser.add_argument("--address", default=None,
+                        help="with --engine ray: the cluster (auto, ray://HEAD:10001; default: "
+                             "start a local Ray instance)")
     parser.set_defaults(func=run)
 
 
@@ -58,15 +65,23 @@ def _shard(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     """Exit code 0 unless every track of the run failed."""
-    from .extraction import extract
-
-    summary = extract(
-        args.paths, out=args.out, representations=args.representations,
+    options = dict(
+        representations=args.representations,
         model=None if args.model.lower() == "none" else args.model, device=args.device,
-        batch_size=args.batch_size, workers=args.workers, segment_seconds=args.segment_seconds,
+        batch_size=args.batch_size, segment_seconds=args.segment_seconds,
         hop_seconds=args.hop_seconds, shard=args.shard, dtype=args.dtype,
         pad_short=args.pad_short, progress=not args.no_progress, tail=args.tail,
         continuous=args.continuous, retry_failed=args.retry_failed, overwrite=args.overwrite)
+    if args.engine == "ray":
+        if args.workers is not None:
+            raise ValueError("--workers is for --engine local: Ray schedules the decode tasks")
+        from ..distributed import extract_ray
+        summary = extract_ray(args.paths, args.out, address=args.address, **options)
+    else:
+        if args.address is not None:
+            raise ValueError("--address is for --engine ray")
+        from .extraction import extract
+        summary = extract(args.paths, out=args.out, workers=args.workers, **options)
     print(format_summary(summary))
     return 1 if summary["failed"] and not summary["ok"] and not summary["skipped"] else 0
 

@@ -7,11 +7,12 @@ model's outputs, streamed, batched across files, resumable.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +23,7 @@ from ..audio.segment import TAIL_POLICIES
 from ..config import DLRConfig
 from ..nn import DLR
 from .discover import Corpus, discover
-from .pipeline import ModelRunner, Pipeline, TrackState, find_module
+from .pipeline import ModelRunner, Pipeline, Sink, TrackState, find_module
 from .worker import DecodePlan
 from .writer import Store, TrackRecord, WriterThread
 
@@ -90,8 +91,8 @@ def _resolve_device(device: str | torch.device) -> torch.device:
 
 
 def default_workers() -> int:
-    """One decode process per core, less one for the model; on two cores or fewer, 0 (one
-    decode thread: the same parallelism without copying every segment between processes)."""
+    """One decode process per core, less one for the model; on two cores or fewer, 0 (decode
+    threads in this process, one per core: no segment copied between processes)."""
     cores = os.cpu_count() or 1
     return min(MAX_DEFAULT_WORKERS, cores - 1) if cores > 2 else 0
 
@@ -371,12 +372,25 @@ class Progress:
                 "x_realtime": self.x_realtime, "failures": self.failures}
 
 
+Engine = Callable[[Sink, list[tuple[str, str]]], Iterator[TrackResult]]
+"""Runs tracks ``(path, id)`` (in run order) through decode and model into a sink; yields the
+sink's result of each finished track. ``local_engine`` here, ``dlr_engine.distributed`` on Ray."""
+
+
+def local_engine(job: Job) -> Engine:
+    """This machine's engine: decode processes, the model in this process."""
+    def run(sink: Sink, tasks: list[tuple[str, str]]) -> Iterator[TrackResult]:
+        with _Session(job):
+            yield from job.pipeline(sink).run(tasks)
+    return run
+
+
 def _iterate(job: Job, corpus: Corpus, progress: bool) -> Iterator[TrackResult]:
     tasks = [(path, corpus.track_id(path)) for path in corpus.paths]
     bar = Progress(len(tasks), progress)
     try:
-        with _Session(job):
-            for result in job.pipeline(MemorySink(job)).run(tasks):
+        with contextlib.closing(local_engine(job)(MemorySink(job), tasks)) as results:
+            for result in results:
                 bar.update(result)
                 yield result
     finally:
@@ -393,8 +407,10 @@ def _is_done(row: dict | None, job: Job, store: Store, stat: tuple, retry_failed
                                          for name in job.features)
 
 
-def _write(job: Job, corpus: Corpus, out: str | os.PathLike, shard, progress: bool,
-           retry_failed: bool, overwrite: bool) -> dict:
+def write_corpus(job: Job, corpus: Corpus, out: str | os.PathLike, shard, progress: bool,
+                 retry_failed: bool, overwrite: bool, engine: Engine) -> dict:
+    """Run the tracks of ``corpus`` not done yet through ``engine`` into the tables and arrays
+    of ``out``; return the summary of ``extract(..., out=)``."""
     store = Store(out, shard)
     done = store.open()
     try:
@@ -406,8 +422,8 @@ def _write(job: Job, corpus: Corpus, out: str | os.PathLike, shard, progress: bo
         bar = Progress(len(tasks), progress, skipped=len(corpus.paths) - len(tasks))
         writer = WriterThread(store, job.dtype, concat_frames=job.continuous)
         try:
-            with _Session(job):
-                for result in job.pipeline(DiskSink(job, writer, stats)).run(tasks):
+            with contextlib.closing(engine(DiskSink(job, writer, stats), tasks)) as results:
+                for result in results:
                     bar.update(result)
         finally:
             bar.close()
@@ -440,8 +456,8 @@ def extract(paths, out: str | os.PathLike | None = None,
       (batch, samples) at 8 kHz -> dict of tensors or a DLR tensor), or None (spectral only).
     device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:1"``, ...
     batch_size: segments per model call, packed across files.
-    workers: decode processes (default: cores - 1; 0 on two cores or fewer); 0 decodes in a
-      thread of this process.
+    workers: decode processes (default: cores - 1; 0 on two cores or fewer); 0 decodes in
+      threads of this process, one per core.
     segment_seconds / hop_seconds: window length and hop (default hop: no overlap);
       ``tail``: what to do with the samples after the last full window (``TAIL_POLICIES``).
       A track shorter than one window is one shorter window.
@@ -460,4 +476,5 @@ def extract(paths, out: str | os.PathLike | None = None,
     corpus = discover(paths, shard)
     if out is None:
         return _iterate(job, corpus, progress)
-    return _write(job, corpus, out, shard, progress, retry_failed, overwrite)
+    return write_corpus(job, corpus, out, shard, progress, retry_failed, overwrite,
+                        local_engine(job))

@@ -242,7 +242,7 @@ class Pipeline:
         self._model_ran = True
         return outputs
 
-    def _forward(self, batch: list[Item]) -> list[dict[str, np.ndarray] | Exception]:
+    def forward(self, batch: list[Item]) -> list[dict[str, np.ndarray] | Exception]:
         """Outputs of each item; if the batch fails, each item is retried alone and an item
         that still fails gets its exception."""
         samples = np.stack([item.samples for item in batch])
@@ -270,7 +270,7 @@ class Pipeline:
         if not live:
             return
         started = time.perf_counter()
-        results = self._forward(live)
+        results = self.forward(live)
         share = (time.perf_counter() - started) / len(live)
         touched: dict[int, TrackState] = {}
         for item, result in zip(live, results):
