@@ -1,4 +1,5 @@
-"""Shared fixtures: NaN-poisoned allocations, paths of ../shared."""
+"""Shared fixtures: NaN-poisoned allocations, each CPU kernel instruction set, paths of
+../shared."""
 from __future__ import annotations
 
 import os
@@ -35,3 +36,21 @@ def nan_poison(monkeypatch):
             monkeypatch.setattr(module.torch, "empty", empty, raising=True)
 
     return poison
+
+
+def _cpu_isas() -> list[str]:
+    try:
+        from dlr_engine.ops import dlr_cpu
+    except ImportError:  # extension not built: tests of the C++ kernels skip themselves
+        return []
+    return dlr_cpu.supported_isas()
+
+
+@pytest.fixture(params=_cpu_isas())
+def cpu_isa(request):
+    """Each instruction-set variant of the CPU kernels this machine can run, restored after."""
+    from dlr_engine.ops import dlr_cpu
+    previous = dlr_cpu.active_isa()
+    dlr_cpu.set_isa(request.param)
+    yield request.param
+    dlr_cpu.set_isa(previous)

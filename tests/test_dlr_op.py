@@ -58,15 +58,6 @@ def test_cpu_forward_and_grads_match_reference(batch, samples, channels, taps, d
         assert relative_error(grad, ref_grad) < 1e-5, name
 
 
-@pytest.fixture(params=dlr_cpu.supported_isas())
-def cpu_isa(request):
-    """Each instruction-set variant of the CPU kernels this machine can run, restored after."""
-    previous = dlr_cpu.active_isa()
-    dlr_cpu.set_isa(request.param)
-    yield request.param
-    dlr_cpu.set_isa(previous)
-
-
 @pytest.mark.parametrize("batch,samples,channels,taps,dilations,pool",
                          [CASES[2], CASES[3], CASES[5]])
 def test_every_instruction_set_variant_matches_reference(cpu_isa, batch, samples, channels, taps,

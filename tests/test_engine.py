@@ -462,27 +462,30 @@ def test_a_stuck_decoder_is_stopped(tmp_path, monkeypatch):
     assert "the decoder produced nothing for 2 s" in results["pipe.wav"].error
 
 
+class LoudnessIntolerant(nn.Module):
+    """The DLR, failing on segments whose peak exceeds 0.9."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dlr = small_dlr()
+
+    def forward(self, x):
+        if (x.abs().amax(-1) > 0.9).any():
+            raise RuntimeError("too loud")
+        return {"dlr": self.dlr(x)}
+
+
 def test_a_model_error_fails_the_track_not_the_run(tmp_path):
-    class Picky(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.dlr = small_dlr()
-
-        def forward(self, x):
-            if (x.abs().amax(-1) > 0.9).any():
-                raise RuntimeError("too loud")
-            return {"dlr": self.dlr(x)}
-
     corpus(tmp_path, seconds=(1.0, 1.0, 1.0))
     sf.write(tmp_path / "a_loud.wav", np.full(8000, 0.95, np.float32), 8000)   # sorts first
     for batch_size in (1, 4):
-        results = {r.id: r for r in extract(tmp_path, model=Picky(), workers=0,
+        results = {r.id: r for r in extract(tmp_path, model=LoudnessIntolerant(), workers=0,
                                             batch_size=batch_size, segment_seconds=1.0,
                                             progress=False)}
         assert [results[f"track{i}.wav"].status for i in range(3)] == ["ok"] * 3
         assert "model failed on segment 0: RuntimeError: too loud" in results["a_loud.wav"].error
 
-    class Broken(Picky):
+    class Broken(LoudnessIntolerant):
         def forward(self, x):
             raise RuntimeError("broken model")
 

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 import soundfile as sf
-from test_engine import arrays, corpus, manifest, music, small_dlr, tagger, write
-from torch import nn
+from test_engine import (LoudnessIntolerant, arrays, corpus, manifest, music, small_dlr, tagger,
+                         write)
 
 from dlr_engine import cli as dlr_cli
 from dlr_engine import distributed
@@ -104,19 +104,6 @@ def test_cli_engine_ray(cluster, folder, tmp_path, monkeypatch, capsys):
                                "ray", "--workers", "2"])
     with pytest.raises(ValueError, match="--workers is for --engine local"):
         wrong.func(wrong)
-
-
-class LoudnessIntolerant(nn.Module):
-    """The DLR, failing on segments whose peak exceeds 0.9."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.dlr = small_dlr()
-
-    def forward(self, x):
-        if (x.abs().amax(-1) > 0.9).any():
-            raise RuntimeError("too loud")
-        return {"dlr": self.dlr(x)}
 
 
 class Recorder:

@@ -10,7 +10,6 @@ import math
 import pytest
 import torch
 
-from dlr_engine.ops import dlr_cpu
 from dlr_engine.ops import melspec as mel_op
 from dlr_engine.ops import melspec_reference as ref
 from dlr_engine.ops import spectral_cpu
@@ -43,19 +42,11 @@ CASES = [  # batch, samples, n_fft, win_length, hop, n_mels, window, htk, center
 ]
 
 
-@pytest.fixture(params=dlr_cpu.supported_isas())
-def isa(request):
-    """Run the test with the kernels of each instruction set this CPU runs."""
-    previous = dlr_cpu.active_isa()
-    dlr_cpu.set_isa(request.param)
-    yield request.param
-    dlr_cpu.set_isa(previous)
-
-
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("power,log_multiplier", [(2.0, 0.0), (1.0, 20.0), (1.5, 0.0),
                                                   (2.0, 10.0)])
-def test_cpp_path_matches_reference(monkeypatch, nan_poison, isa, case, power, log_multiplier):
+def test_cpp_path_matches_reference(monkeypatch, nan_poison, cpu_isa, case, power,
+                                    log_multiplier):
     batch, samples, n_fft, win_length, hop, n_mels, window, htk, center, pad_mode = case
     monkeypatch.setattr(spectral_cpu, "CHUNK_FRAMES", 7)  # chunks and tiles across clip boundaries
     nan_poison(mel_op)
@@ -128,7 +119,7 @@ TEMPOGRAM_CASES = [  # batch, onset frames, win_length, frame_hop, center, windo
 
 
 @pytest.mark.parametrize("case", TEMPOGRAM_CASES)
-def test_tempogram_cpp_path_matches_reference(monkeypatch, nan_poison, isa, case):
+def test_tempogram_cpp_path_matches_reference(monkeypatch, nan_poison, cpu_isa, case):
     batch, n, win_length, frame_hop, center, window, norm = case
     monkeypatch.setattr(spectral_cpu, "CHUNK_FRAMES", 11)
     nan_poison(tempo_op)
