@@ -194,7 +194,8 @@ class MelSpectrogram(nn.Module):
                              c.center, c.pad_mode, c.power, self.db_multiplier, self.amin,
                              self.cpu_plan, self.backend)
         if self.db_multiplier:
-            out = finish_db(out, self.db_multiplier, self.amin, c.ref, c.top_db)
+            fresh = not (torch.is_grad_enabled() and out.requires_grad)  # nothing saved it
+            out = finish_db(out, self.db_multiplier, self.amin, c.ref, c.top_db, inplace=fresh)
         if c.normalize == "zscore":
             out = zscore_per_clip(out)
         return out.reshape(*x.shape[:-1], *out.shape[1:])

@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -125,16 +126,20 @@ PYBIND11_MODULE(_dlr_cpu, m) {
       "be 0 (not needed).");
   m.def(
       "frame_window",
-      [](uintptr_t signal, int64_t signal_length, int64_t n_frames, int64_t hop, int64_t first,
-         int64_t rows, uintptr_t window, int64_t span, uintptr_t frames, int64_t frame_stride,
-         int threads) {
+      [](uintptr_t signal, int64_t signal_length, int64_t n_frames, int64_t hop, int64_t offset,
+         int pad_mode, int64_t first, int64_t rows, uintptr_t window, int64_t span,
+         uintptr_t frames, int64_t frame_stride, int threads) {
+        if (pad_mode < 0 || pad_mode > 2)
+          throw std::invalid_argument("pad_mode must be 0 (zeros), 1 (reflect) or 2 (edge)");
         py::gil_scoped_release release;
-        kernels().frame_window(as_ptr<const float>(signal), signal_length, n_frames, hop, first,
-                               rows, as_ptr<const float>(window), span, as_ptr<float>(frames),
+        kernels().frame_window(as_ptr<const float>(signal), signal_length, n_frames, hop, offset,
+                               static_cast<dlr::PadMode>(pad_mode), first, rows,
+                               as_ptr<const float>(window), span, as_ptr<float>(frames),
                                frame_stride, threads);
       },
-      "frames[r, :span] <- signal[clip, frame * hop + j] * window[j], rows of global frames "
-      "first..first+rows (clip = g // n_frames, frame = g % n_frames).");
+      "frames[r, :span] <- signal[clip, offset + frame * hop + j] * window[j], rows of global "
+      "frames first..first+rows (clip = g // n_frames, frame = g % n_frames); positions outside "
+      "the clip padded with zeros (pad_mode 0), by reflection (1) or the edge samples (2).");
   m.def(
       "mel_project",
       [](uintptr_t spec, int64_t rows, int64_t n_freq, int64_t first, int64_t n_frames,

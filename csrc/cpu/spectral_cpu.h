@@ -9,6 +9,10 @@
 
 namespace dlr {
 
+// Values of frames beyond a clip's ends (numpy's pad modes): constant zeros, reflection about
+// the end samples, repetition of the end samples.
+enum class PadMode : int { kZeros = 0, kReflect = 1, kEdge = 2 };
+
 // The mel matrix without its zeros: filter m weighs bins [starts[m], starts[m] + lengths[m])
 // by weights[offsets[m] ...].
 struct MelFilters {
@@ -21,10 +25,12 @@ struct MelFilters {
 
 #define DLR_DECLARE_SPECTRAL_KERNELS(isa)                                                         \
   namespace isa {                                                                            \
-  /* frames[r, :span] = signal[clip, frame * hop + j] * window[j] for rows first.. */         \
+  /* frames[r, :span] = signal[clip, offset + frame * hop + j] * window[j] for rows first..; */ \
+  /* positions outside the clip are padded by pad_mode */                                     \
   void frame_window(const float* signal, int64_t signal_length, int64_t n_frames,            \
-                    int64_t hop, int64_t first, int64_t rows, const float* window,           \
-                    int64_t span, float* frames, int64_t frame_stride, int threads);         \
+                    int64_t hop, int64_t offset, PadMode pad_mode, int64_t first,            \
+                    int64_t rows, const float* window, int64_t span, float* frames,          \
+                    int64_t frame_stride, int threads);                                      \
   /* out[clip, m, frame] = log_multiplier * log10(max(amin, sum_f mel[m, f] |X|^power))  */  \
   /* (no log when log_multiplier is 0) for spectrum rows first..first+rows */                \
   void mel_project(const float* spec, int64_t rows, int64_t n_freq, int64_t first,           \

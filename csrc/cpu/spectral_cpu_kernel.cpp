@@ -98,18 +98,45 @@ void tile_store(const float* tile, int64_t g0, int64_t count, int64_t channels, 
   }
 }
 
+// Index into a clip of `length` samples of position i of the padded signal; -1 for a zero.
+inline int64_t padded_index(int64_t i, int64_t length, PadMode mode) {
+  if (i >= 0 && i < length) return i;
+  switch (mode) {
+    case PadMode::kReflect: {  // numpy "reflect": ... 2 1 | 0 1 2 ... n-1 | n-2 n-3 ...
+      if (length == 1) return 0;
+      const int64_t period = 2 * (length - 1);
+      int64_t k = i % period;
+      if (k < 0) k += period;
+      return k < length ? k : period - k;
+    }
+    case PadMode::kEdge:
+      return i < 0 ? 0 : length - 1;
+    default:
+      return -1;
+  }
+}
+
 }  // namespace
 
 void frame_window(const float* signal, int64_t signal_length, int64_t n_frames, int64_t hop,
-                  int64_t first, int64_t rows, const float* window, int64_t span,
-                  float* frames, int64_t frame_stride, int threads) {
+                  int64_t offset, PadMode pad_mode, int64_t first, int64_t rows,
+                  const float* window, int64_t span, float* frames, int64_t frame_stride,
+                  int threads) {
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t g = first + r;
-    const float* src = signal + (g / n_frames) * signal_length + (g % n_frames) * hop;
+    const float* clip = signal + (g / n_frames) * signal_length;
+    const int64_t start = offset + (g % n_frames) * hop;
     float* dst = frames + r * frame_stride;
+    if (start >= 0 && start + span <= signal_length) {
 #pragma omp simd
-    for (int64_t j = 0; j < span; ++j) dst[j] = src[j] * window[j];
+      for (int64_t j = 0; j < span; ++j) dst[j] = clip[start + j] * window[j];
+      continue;
+    }
+    for (int64_t j = 0; j < span; ++j) {
+      const int64_t i = padded_index(start + j, signal_length, pad_mode);
+      dst[j] = i < 0 ? 0.f : clip[i] * window[j];
+    }
   }
 }
 

@@ -30,8 +30,9 @@ from torch import Tensor
 
 from . import spectral_cpu
 from .backends import BACKEND_ENV, BackendUnavailable
-from .melspec_reference import (check_spectrogram_args, log_scale, melspectrogram_reference,
-                                pad_for_frames, padded_window, spectrum_power)
+from .melspec_reference import (check_padding, check_spectrogram_args, frame_count, log_scale,
+                                melspectrogram_reference, pad_for_frames, padded_window,
+                                spectrum_power)
 
 MEL_BACKENDS = ("triton", "cpu", "torch")
 """Names of the backends of this op, in automatic order of preference."""
@@ -204,12 +205,14 @@ def melspec_cpu(x: Tensor, window: Tensor, starts: Tensor, lengths: Tensor, offs
                 power: float, log_multiplier: float, amin: float) -> Tensor:
     """The cpu backend's C++ path, float32, no gradient: x (batch, samples), window
     (win_length,), the filters of ``CpuMelPlan`` -> (batch, n_mels, frames)."""
-    padded = pad_for_frames(x, n_fft, center, pad_mode)
-    n_frames = 1 + (padded.shape[1] - n_fft) // hop_length
+    if center:
+        check_padding(x.shape[1], n_fft, pad_mode)
+    n_frames = frame_count(x.shape[1], n_fft, hop_length, center)
     out = torch.empty(x.shape[0], starts.shape[0], n_frames)
     threads = torch.get_num_threads()
-    for first, spectra in spectral_cpu.windowed_spectra(padded, (n_fft - window.shape[0]) // 2,
-                                                        n_frames, hop_length, window, n_fft):
+    offset = (n_fft - window.shape[0]) // 2 - (n_fft // 2 if center else 0)
+    for first, spectra in spectral_cpu.windowed_spectra(x, offset, n_frames, hop_length, window,
+                                                        n_fft, pad_mode):
         spectral_cpu._dlr_cpu.mel_project(
             spectra.data_ptr(), spectra.shape[0], spectra.shape[1], first, n_frames,
             starts.shape[0], starts.data_ptr(), lengths.data_ptr(), offsets.data_ptr(),

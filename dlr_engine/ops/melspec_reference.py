@@ -138,19 +138,25 @@ def frame_count(samples: int, n_fft: int, hop_length: int, center: bool) -> int:
     return 1 + (padded - n_fft) // hop_length
 
 
+def check_padding(samples: int, n_fft: int, pad_mode: str) -> None:
+    """Raise if centred frames of a ``samples``-long clip cannot be padded by ``pad_mode``."""
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"pad_mode={pad_mode!r} is not supported; use one of "
+                         f"{', '.join(PAD_MODES)}")
+    half = n_fft // 2
+    if pad_mode == "reflect" and samples <= half:
+        raise ValueError(f"reflect padding needs more than n_fft // 2 = {half} samples, got "
+                         f"{samples}; use pad_mode='constant' or a longer clip")
+
+
 def pad_for_frames(x: torch.Tensor, n_fft: int, center: bool, pad_mode: str) -> torch.Tensor:
     """x: (batch, samples) -> the signal the frames are cut from, ``(batch, padded)``."""
     if x.dim() != 2:
         raise ValueError(f"x must be (batch, samples), got shape {tuple(x.shape)}")
     if not center:
         return x
-    if pad_mode not in PAD_MODES:
-        raise ValueError(f"pad_mode={pad_mode!r} is not supported; use one of "
-                         f"{', '.join(PAD_MODES)}")
+    check_padding(x.shape[1], n_fft, pad_mode)
     half = n_fft // 2
-    if pad_mode == "reflect" and x.shape[1] <= half:
-        raise ValueError(f"reflect padding needs more than n_fft // 2 = {half} samples, got "
-                         f"{x.shape[1]}; use pad_mode='constant' or a longer clip")
     if pad_mode == "reflect":  # as F.pad's reflect, but a plain copy (F.pad's kernel is slow)
         return torch.cat([x[:, 1:half + 1].flip(-1), x, x[:, -half - 1:-1].flip(-1)], dim=-1)
     return F.pad(x[:, None, :], (half, half), mode=PAD_MODES[pad_mode])[:, 0, :]
@@ -204,24 +210,30 @@ def log_scale(mel: torch.Tensor, multiplier: float, amin: float) -> torch.Tensor
 
 
 def finish_db(db: torch.Tensor, multiplier: float, amin: float, ref: float | str = 1.0,
-              top_db: float | None = 80.0) -> torch.Tensor:
+              top_db: float | None = 80.0, inplace: bool = False) -> torch.Tensor:
     """Subtract the reference level and floor at ``top_db`` below the clip's maximum.
 
     db: (batch, ...) from ``log_scale``; ref: a value in the spectrogram's units, or "max" (the
-    clip's maximum, librosa's ``ref=np.max``).
+    clip's maximum, librosa's ``ref=np.max``). ``inplace``: overwrite ``db`` (an intermediate
+    no autograd graph needs) instead of allocating.
     """
     clip_dims = tuple(range(1, db.dim()))
     if ref == "max":
-        db = db - db.amax(dim=clip_dims, keepdim=True)
+        offset = db.amax(dim=clip_dims, keepdim=True)
     elif isinstance(ref, (int, float)):
-        db = db - multiplier * math.log10(max(amin, abs(float(ref))))
+        offset = multiplier * math.log10(max(amin, abs(float(ref))))
     else:
         raise ValueError(f"ref must be a number or 'max', got {ref!r}")
+    if top_db is not None and top_db < 0:
+        raise ValueError(f"top_db={top_db} must be non-negative (or None for no floor)")
+    if inplace:
+        db = db.sub_(offset) if isinstance(offset, torch.Tensor) or offset else db
+    else:
+        db = db - offset
     if top_db is None:
         return db
-    if top_db < 0:
-        raise ValueError(f"top_db={top_db} must be non-negative (or None for no floor)")
-    return torch.maximum(db, db.amax(dim=clip_dims, keepdim=True) - top_db)
+    floor = db.amax(dim=clip_dims, keepdim=True) - top_db
+    return torch.maximum(db, floor, out=db) if inplace else torch.maximum(db, floor)
 
 
 def power_to_db(S: torch.Tensor, ref: float | str = 1.0, amin: float = 1e-10,

@@ -20,6 +20,8 @@ try:
 except ImportError:  # extension not built: callers use their torch formulations
     _dlr_cpu = None
 
+PAD_CODES = {"constant": 0, "reflect": 1, "edge": 2, "replicate": 2}
+"""``pad_mode`` names (``melspec_reference.PAD_MODES``) -> the C++ kernels' ``PadMode``."""
 CHUNK_FRAMES = 512
 """Frames per chunk: the windowed frames and their spectrum (2 x 2 MB at n_fft 1024) stay in
 cache; measured best of 128 .. 2048 for the mel spectrogram."""
@@ -42,13 +44,15 @@ def window_support(window: Tensor) -> tuple[int, int]:
 
 
 def windowed_spectra(signal: Tensor, frame_offset: int, n_frames: int, hop: int, window: Tensor,
-                     n_fft: int) -> Iterator[tuple[int, Tensor]]:
+                     n_fft: int, pad_mode: str = "constant") -> Iterator[tuple[int, Tensor]]:
     """Yield ``(first, spectra)`` per chunk: ``spectra`` (rows, n_fft // 2 + 1) complex64 is the
     rfft of frames ``first .. first + rows`` (global indices), frame ``t`` of clip ``b`` being
     ``signal[b, frame_offset + t * hop + j] * window[j]`` for ``j < len(window)``.
 
-    signal: (batch, length) float32, long enough for every frame; window: float32. The yielded
-    buffer is reused by the next chunk; chunks have ``chunk_rows(batch * n_frames)`` rows.
+    signal: (batch, length) float32; window: float32. Positions outside a clip (a negative
+    ``frame_offset``, frames past the end) are padded by ``pad_mode`` (``PAD_CODES``), as
+    ``melspec_reference.pad_for_frames`` would pad them. The yielded buffer is reused by the
+    next chunk; chunks have ``chunk_rows(batch * n_frames)`` rows.
     """
     signal = signal.contiguous()
     batch, length = signal.shape
@@ -59,10 +63,10 @@ def windowed_spectra(signal: Tensor, frame_offset: int, n_frames: int, hop: int,
     frames = torch.zeros(chunk, n_fft)
     spectra = torch.empty(chunk, n_fft // 2 + 1, dtype=torch.complex64)
     threads = torch.get_num_threads()
-    start = signal.data_ptr() + (frame_offset + first_tap) * signal.element_size()
     for first in range(0, total, chunk):
         rows = min(chunk, total - first)
-        _dlr_cpu.frame_window(start, length, n_frames, hop, first, rows, taps.data_ptr(), span,
+        _dlr_cpu.frame_window(signal.data_ptr(), length, n_frames, hop, frame_offset + first_tap,
+                              PAD_CODES[pad_mode], first, rows, taps.data_ptr(), span,
                               frames.data_ptr(), n_fft, threads)
         torch.fft.rfft(frames[:rows], out=spectra[:rows])
         yield first, spectra[:rows]
