@@ -48,13 +48,24 @@ inline vec vector_log(vec v) {
 }
 #endif
 
-// power_t[f * kTile + i] = |spec[r0 + i, f]|^power for the tile's rows (zeros past `count`).
+// power_t[f * kTile + i] = |spec[r0 + i, f]|^power for the tile's rows (zeros past `count`),
+// kTile x kTile blocks at a time: contiguous reads of each row, a transpose in L1.
 void tile_power(const float* spec, int64_t count, int64_t n_freq, float power, float* power_t) {
-  if (count < kTile) std::fill(power_t, power_t + n_freq * kTile, 0.f);
-  for (int64_t i = 0; i < count; ++i) {
-    const float* row = spec + 2 * i * n_freq;
-    for (int64_t f = 0; f < n_freq; ++f)
-      power_t[f * kTile + i] = row[2 * f] * row[2 * f] + row[2 * f + 1] * row[2 * f + 1];
+  float block[kTile][kTile];
+  for (int64_t f0 = 0; f0 < n_freq; f0 += kTile) {
+    const int64_t width = std::min(kTile, n_freq - f0);
+    for (int64_t i = 0; i < kTile; ++i) {
+      if (i >= count) {
+        std::fill(block[i], block[i] + kTile, 0.f);
+        continue;
+      }
+      const float* row = spec + 2 * (i * n_freq + f0);
+#pragma omp simd
+      for (int64_t j = 0; j < width; ++j)
+        block[i][j] = row[2 * j] * row[2 * j] + row[2 * j + 1] * row[2 * j + 1];
+    }
+    for (int64_t j = 0; j < width; ++j)
+      for (int64_t i = 0; i < kTile; ++i) power_t[(f0 + j) * kTile + i] = block[i][j];
   }
   if (power == 1.f) {
     for (int64_t k = 0; k < n_freq * kTile; ++k) power_t[k] = std::sqrt(power_t[k]);
