@@ -21,10 +21,16 @@ SUITES: dict[str, str] = {
     "mel": "dB mel spectrogram (DLR geometry): plain torch, the engine's backends, librosa",
     "tempogram": "tempogram, presets librosa and dlr: the engine's batched module vs librosa",
     "extract": "corpus to DLR features: the engine vs librosa.load + eager model vs decode floor",
+    "models": "held-out style / tempo-class accuracy of every registry model and the FCN inputs, "
+              "trained on the synthetic corpus (minutes; not part of all)",
 }
 """Registered suites, name -> description. The cases of suite ``name`` come from
 ``cases(quick: bool) -> list[Case]`` in ``bench/suite_<name>.py``; registering a new suite is
-one line here."""
+one line here (and one in ``TRAINING_SUITES`` for a suite that trains models)."""
+TRAINING_SUITES = ("models",)
+"""Suites that train and evaluate models instead of timing cases: ``bench/suite_<name>.py`` has
+``run(quick) -> (rows, header)``, ``TABLE_COLUMNS`` and ``header_lines(header)``. ``all``,
+``--plot`` and ``--compare`` leave them out (they take minutes and time nothing)."""
 
 
 def load_suite(name: str) -> Callable[[bool], list[harness.Case]]:
@@ -36,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dlr-bench", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="suites:\n" + "\n".join(f"  {name:10s} {text}" for name, text in SUITES.items())
-        + "\n  all        every suite above, in one run")
+        + "\n  all        every suite above but " + ", ".join(TRAINING_SUITES) + ", in one run")
     parser.add_argument("suite", choices=[*SUITES, "all"])
     parser.add_argument("--quick", action="store_true",
                         help="fewer repeats and the smaller sizes of each suite")
@@ -87,20 +93,29 @@ def main(argv: list[str] | None = None) -> int:
     for path in (args.json, args.markdown, args.plot):  # fail before measuring, not after
         if path and not Path(path).resolve().parent.is_dir():
             parser.error(f"the folder of {path} does not exist; create it first")
+    training = args.suite in TRAINING_SUITES
+    if training and (args.plot or args.compare):
+        parser.error(f"--plot and --compare compare timings; the {args.suite} suite times nothing")
     old = report.load_json(args.compare) if args.compare else None
     if args.device:
         os.environ[harness.BENCH_DEVICE_ENV] = args.device
-    names = list(SUITES) if args.suite == "all" else [args.suite]
+    names = [n for n in SUITES if n not in TRAINING_SUITES] if args.suite == "all" else [args.suite]
     started = time.perf_counter()
-    rows, header = run(names, args.quick)
+    layout: tuple = ()
+    if training:
+        suite = importlib.import_module(f"{__package__}.suite_{args.suite}")
+        rows, header = suite.run(args.quick)
+        layout = (suite.TABLE_COLUMNS, suite.header_lines(header))
+    else:
+        rows, header = run(names, args.quick)
     run_info = {"suites": names, "quick": args.quick, "argv": sys.argv[1:] if argv is None
                 else list(argv), "seconds": round(time.perf_counter() - started, 1)}
-    print(report.format_table(rows, header))
+    print(report.format_table(rows, header, *layout))
     if args.json:
         report.write_json(args.json, rows, header, run_info)
     if args.markdown:
         with open(args.markdown, "w") as out:
-            out.write(report.to_markdown(rows, header))
+            out.write(report.to_markdown(rows, header, *layout))
     if args.plot:
         report.plot(rows, args.plot, header)
     if old is None:

@@ -88,30 +88,37 @@ TABLE_COLUMNS = (
 )
 
 
-def _cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    headers = [header for header, _ in TABLE_COLUMNS]
-    return headers, [[cell(row) for _, cell in TABLE_COLUMNS] for row in rows]
+TEXT_HEADERS = ("op", "shape", "provider", "model", "status", "speed-up")
+"""Left-aligned columns in the terminal; the others hold numbers."""
 
 
-def format_table(rows: list[dict], machine: dict) -> str:
-    """Terminal table, machine header first."""
-    headers, body = _cells(rows)
+def _cells(rows: list[dict], columns: tuple) -> tuple[list[str], list[list[str]]]:
+    headers = [header for header, _ in columns]
+    return headers, [[cell(row) for _, cell in columns] for row in rows]
+
+
+def format_table(rows: list[dict], machine: dict, columns: tuple = TABLE_COLUMNS,
+                 lines: list[str] | None = None) -> str:
+    """Terminal table of ``columns`` ((header, cell) pairs), the header ``lines`` first
+    (default: the machine's ``header_lines``)."""
+    headers, body = _cells(rows, columns)
     widths = [max(len(line[i]) for line in [headers, *body]) for i in range(len(headers))]
-    numeric = {i for i, header in enumerate(headers) if header not in ("op", "shape", "provider",
-                                                                       "status", "speed-up")}
+    numeric = {i for i, header in enumerate(headers) if header not in TEXT_HEADERS}
 
     def line(cells: list[str]) -> str:
         return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
-    out = header_lines(machine) + ["", line(headers), line(["-" * w for w in widths])]
+    out = (header_lines(machine) if lines is None else lines) + ["", line(headers),
+                                                                  line(["-" * w for w in widths])]
     return "\n".join(out + [line(cells) for cells in body])
 
 
-def to_markdown(rows: list[dict], machine: dict) -> str:
-    """The machine header as a list, then the table."""
-    headers, body = _cells(rows)
-    lines = [f"- {text}" for text in header_lines(machine)] + [""]
+def to_markdown(rows: list[dict], machine: dict, columns: tuple = TABLE_COLUMNS,
+                lines: list[str] | None = None) -> str:
+    """The header ``lines`` (default: the machine's) as a list, then the table of ``columns``."""
+    headers, body = _cells(rows, columns)
+    lines = [f"- {text}" for text in (header_lines(machine) if lines is None else lines)] + [""]
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("|" + "|".join("---" for _ in headers) + "|")
     lines += ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in body]

@@ -11,7 +11,7 @@ import torch
 
 from dlr_engine import extract
 from dlr_engine.data.synth import render_clip
-from dlr_engine.models import families, registry
+from dlr_engine.models import families, ncms, registry
 
 SMALL_DLR = {"n_branches": 2, "channels": 4, "kernel_size": 4, "dilations": [1, 4], "pool": 64}
 SMALL = {
@@ -22,13 +22,21 @@ SMALL = {
              "temporal_frames": 6},
     "mcclstm": {"n_styles": 3, "filters": 2, "fc_units": 8, "lstm_units": 4},
     "pooled": {"n_styles": 3, "n_tempo_classes": 4, "pooling": "attention", "dlr": SMALL_DLR},
+    "ncms": {"n_styles": 3, "n_tempo_classes": 4, "variant": "combined", "hidden": [8, 6]},
+    "songsummary": {"n_tags": 5, "encoder": "crnn", "segment_seconds": 2.0, "rnn_units": 8, "mlp_units": 8,
+                    "encoder_options": {"n_mels": 16, "channels": [4, 4], "pools": [[2, 2], [2, 2]],
+                                        "gru_units": 8, "gru_layers": 1}},
 }
 """registry name -> small constructor options."""
 HEADS = {"crnn": {"tag_logits": 5}, "samplecnn": {"tag_logits": 5}, "pons": {"style_logits": 3},
-         "mcclstm": {"style_logits": 3}, "pooled": {"style_logits": 3, "tempo_logits": 4}}
+         "mcclstm": {"style_logits": 3}, "pooled": {"style_logits": 3, "tempo_logits": 4},
+         "ncms": {"style_logits": 3, "tempo_logits": 4}, "songsummary": {"tag_logits": 5}}
+OTHER_OUTPUTS = {"embedding", "dlr", "ncms_features"}
+"""Outputs besides the heads (``dlr``: pooled; ``ncms_features``: ncms)."""
 CLIP_SECONDS = 8.0
 CLIP_RATE = 8000
-SEGMENT_SECONDS = 4.0
+SEGMENT_SECONDS = {"ncms": 8.0}
+"""extract's window per family (default 4 s); ncms needs 5 s of audio."""
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +68,7 @@ def test_raw_audio_in_dict_out(name):
     assert out["embedding"].shape == (3, model.embedding_dim)
     for key, size in HEADS[name].items():
         assert out[key].shape == (3, size) and torch.isfinite(out[key]).all()
-    assert set(out) - {"embedding", "dlr"} == set(HEADS[name])
+    assert set(out) - OTHER_OUTPUTS == set(HEADS[name])
     with pytest.raises(ValueError, match="too few"):
         model(torch.randn(1, model.min_samples - 1))
 
@@ -85,10 +93,11 @@ def test_heads_are_chosen_by_options():
         registry.get("pons", **{**SMALL["pons"], "n_styles": 0})
 
 
-@pytest.mark.parametrize("name", ["pooled", "mcclstm"])
+@pytest.mark.parametrize("name", ["pooled", "mcclstm", "ncms", "songsummary"])
 def test_save_load_round_trip(tmp_path, name):
     model = build(name).eval()
-    labels = {"style_logits": ["a", "b", "c"]}
+    key, size = next(iter(HEADS[name].items()))
+    labels = {key: [f"label{i}" for i in range(size)]}
     path = tmp_path / f"{name}.safetensors"
     registry.save_model(model, path, label_names=labels)
     loaded = registry.load_model(path)
@@ -96,7 +105,62 @@ def test_save_load_round_trip(tmp_path, name):
     assert loaded.sample_rate == model.sample_rate and loaded.label_names == labels
     x = torch.randn(2, model.min_samples + 100)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x)["style_logits"], model(x)["style_logits"])
+        torch.testing.assert_close(loaded(x)[key], model(x)[key])
+
+
+@pytest.mark.parametrize("name", ["ncms", "songsummary"])
+def test_every_parameter_learns(name):
+    """No dead weights (the NCMS DNNs' and the encoder's own output layers are removed), so
+    multi-process training (DDP) sees a gradient for every parameter."""
+    model = build(name).train()
+    out = model(torch.randn(2, 2 * model.min_samples))  # two segments: the GRU's recurrence too
+    sum(value.sum() for key, value in out.items() if key.endswith("_logits")).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("down", [False, True])
+def test_fft_resample_keeps_a_sine(down):
+    """8 kHz <-> 22.05 kHz: a 440 Hz sine of whole periods comes out as the same sine."""
+    rates = (22050, 8000) if down else (8000, 22050)
+    seconds = 0.5
+    sine = [torch.sin(2 * torch.pi * 440 * torch.arange(int(seconds * r), dtype=torch.float64) / r)
+            for r in rates]
+    out = families.fft_resample(sine[0][None], *rates)[0]
+    assert out.shape == sine[1].shape
+    torch.testing.assert_close(out, sine[1], atol=1e-9, rtol=0)
+
+
+def test_ncms_features_are_the_forests_input():
+    """At 22.05 kHz the family's ``ncms_features`` are ``models.ncms``' per-segment temporal and
+    spectral features of its DNNs, and at 8 kHz those of the clip resampled to 22.05 kHz."""
+    model = build("ncms").eval()
+    x = torch.randn(2, model.min_samples + 5000)
+    with torch.no_grad():
+        expected = torch.cat([ncms.temporal_features(model.dnns["temporal"], x),
+                              ncms.spectral_features(model.dnns["spectral"], x)], dim=-1)
+        torch.testing.assert_close(model(x)["ncms_features"], expected)
+        low = registry.get("ncms", **SMALL["ncms"], sample_rate=CLIP_RATE).eval()
+        low.load_state_dict(model.state_dict())
+        clip = torch.randn(2, low.min_samples)
+        resampled = families.fft_resample(clip, CLIP_RATE, 22050)
+        assert resampled.shape[1] >= model.min_samples
+        torch.testing.assert_close(low(clip)["ncms_features"], model(resampled)["ncms_features"])
+
+
+def test_songsummary_segments_and_errors():
+    """The song is cut into whole segments (a shorter tail dropped), each encoded separately."""
+    model = build("songsummary").eval()
+    segment = model.segment_samples
+    assert segment == 2 * model.sample_rate == model.min_samples
+    x = torch.randn(1, 3 * segment)
+    with torch.no_grad():
+        out = model(torch.cat([x, torch.randn(1, segment // 2)], dim=1))["embedding"]
+        torch.testing.assert_close(out, model(x)["embedding"])
+        assert not torch.allclose(out, model(x.flip(1))["embedding"])
+    with pytest.raises(ValueError, match="segment_seconds"):
+        registry.get("songsummary", segment_seconds=1.0)
+    with pytest.raises(ValueError, match="encoder"):
+        registry.get("songsummary", encoder="ncms")
 
 
 @pytest.fixture(scope="module")
@@ -116,11 +180,12 @@ def test_every_family_through_extract(tmp_path, two_files, name):
     model = build(name)
     representations = ("dlr",) if name == "pooled" else ()
     out = tmp_path / "out"
+    segment_seconds = SEGMENT_SECONDS.get(name, 4.0)
     summary = extract(two_files, out=out, model=model, representations=representations,
-                      segment_seconds=SEGMENT_SECONDS, workers=0, progress=False)
+                      segment_seconds=segment_seconds, workers=0, progress=False)
     assert (summary["ok"], summary["failed"]) == (2, 0), summary["failures"]
     table = pq.read_table(out / "outputs.parquet")
-    segments = int(CLIP_SECONDS // SEGMENT_SECONDS)
+    segments = int(CLIP_SECONDS // segment_seconds)
     assert table.num_rows == 2 * segments
     for key, size in HEADS[name].items():
         head = key[:-len("_logits")]
@@ -130,3 +195,6 @@ def test_every_family_through_extract(tmp_path, two_files, name):
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     embedding = np.load(out / "embedding" / "clip0.wav.npy")
     assert embedding.shape == (segments, model.embedding_dim)
+    if name == "ncms":  # per 5 s NCMS segment: mean and variance of both DNNs' 6 last hidden units
+        features = np.load(out / "ncms_features" / "clip0.wav.npy")
+        assert features.shape == (segments, 2, 4 * 6) and np.isfinite(features).all()

@@ -219,10 +219,14 @@ def test_shipped_default_model():
     assert torch.isfinite(out["tempo_logits"]).all()
 
 
+AT_8KHZ = {"mcclstm": {"sample_rate": 8000}, "ncms": {"sample_rate": 8000}}
+"""Options of the families whose default sample rate is not the trainer's 8 kHz."""
+
+
 @pytest.mark.parametrize("task_name", ["source-task", "tagger"])
-@pytest.mark.parametrize("family", sorted(registry.FAMILIES))
+@pytest.mark.parametrize("family", sorted([*registry.FAMILIES, "fcn"]))
 def test_every_family_builds_for_each_task_with_only_its_heads(tmp_path, task_name, family):
-    options = {"sample_rate": 8000} if family == "mcclstm" else {}
+    options = AT_8KHZ.get(family, {})
     config = TrainConfig(task=task_name, model=family, model_options=options, out=str(tmp_path),
                          progress=False)
     model = build_model(config)

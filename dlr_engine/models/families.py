@@ -23,9 +23,24 @@ style classes only; the trainer's tasks pass ``n_tags`` (tagger) or ``n_styles``
   clips) window and hop keep the paper's durations (46.4 ms, 23.2 ms), rounded to samples.
 - ``pooled`` (Pons review): ``pooling`` mean / max / attention / rnn over the frames of a DLR
   (8 kHz, the authors' ``|x / max|x||`` preprocessing); also returns ``dlr``.
+- ``ncms`` (Jeong & Lee 2016): the ``variant``'s DNN(s) (``models.ncms``: temporal 108-50-50-50 on
+  each quefrency's NCMS modulation spectrum, spectral 513-50-50-50 on each STFT frame, or both)
+  at the paper's 22.05 kHz; at another ``sample_rate`` (8000 for the trainer's clips) the clip is
+  first resampled to 22.05 kHz (``fft_resample``). The heads are the DNNs' output layers: applied
+  to every row (quefrency or frame) of every 5 s segment and averaged, which, the layer being
+  linear, is one layer on the rows' mean last hidden layer, the ``embedding``. Our reading: the
+  paper trains on rows, the trainer on clips (cross-entropy of the averaged logits). Also
+  returns ``ncms_features`` (batch, segments, 100 per DNN): per segment the mean and variance
+  over rows, the input of the paper's random forest (``models.ncms.NCMSForestClassifier``,
+  ``fit_features`` / ``predict_features``).
+- ``songsummary`` (Sankaran): the clip cut into non-overlapping ``segment_seconds`` segments
+  (29.1 s; a shorter tail is dropped), each through an ``encoder`` family (any of the above but
+  ``ncms``, default ``crnn``; its heads removed) to a segment embedding, the song's sequence of
+  them through ``SongSummariser``'s GRU and MLP; embedding = the MLP's hidden layer.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -33,13 +48,16 @@ from torch import nn
 
 from ..config import PAPER
 from ..nn import DLR
+from ..ops import ncms as ncms_op
 from ..spectral import MelSpectrogram
-from . import crnn, mcclstm, pons, samplecnn
+from . import crnn, mcclstm, ncms, pons, samplecnn, songsummary
 from .crnn import CRNN
 from .mcclstm import MCCLSTM
+from .ncms import FeatureDNN
 from .pons import PonsCNN
 from .pooling import DEFAULT_RNN_UNITS, PooledClassifier
 from .samplecnn import SampleCNN
+from .songsummary import SongSummariser
 
 HEADS = {"n_tags": "tag_logits", "n_styles": "style_logits", "n_tempo_classes": "tempo_logits"}
 """head option -> output key."""
@@ -55,6 +73,15 @@ MCCLSTM_WINDOW_NAME = "blackmanharris"
 RAW_AUDIO = "mono float at sample_rate, no normalisation"
 PEAK_ABS = "per clip x / max|x| (skipped when 0), then |x|"
 """The DLR authors' preprocessing (``dlr_engine.nn.peak_abs``), as saved models describe it."""
+
+
+def checked_head_sizes(n_tags: int, n_styles: int, n_tempo_classes: int) -> dict[str, int]:
+    """The head options as a dict; raises unless all are >= 0 and at least one is positive."""
+    sizes = {"n_tags": n_tags, "n_styles": n_styles, "n_tempo_classes": n_tempo_classes}
+    if any(size < 0 for size in sizes.values()) or not any(sizes.values()):
+        raise ValueError(f"head sizes {sizes} must be >= 0 and at least one positive "
+                         "(0 leaves a head out)")
+    return sizes
 
 
 def _headless(model: nn.Module) -> tuple[nn.Module, int]:
@@ -79,10 +106,7 @@ class AudioFamily(nn.Module):
     preprocessing: str
 
     def _heads(self, width: int, n_tags: int, n_styles: int, n_tempo_classes: int) -> None:
-        counts = {"n_tags": n_tags, "n_styles": n_styles, "n_tempo_classes": n_tempo_classes}
-        if any(count < 0 for count in counts.values()) or not any(counts.values()):
-            raise ValueError(f"head sizes {counts} must be >= 0 and at least one positive "
-                             "(0 leaves a head out)")
+        counts = checked_head_sizes(n_tags, n_styles, n_tempo_classes)
         self.embedding_dim = width
         self.heads = nn.ModuleDict({HEADS[option]: nn.Linear(width, count)
                                     for option, count in counts.items() if count})
@@ -248,11 +272,107 @@ class PooledDLRClassifier(AudioFamily):
         return {"dlr": dlr, "embedding": self.body(dlr)}
 
 
+def fft_resample(x: torch.Tensor, sample_rate: int, target_rate: int) -> torch.Tensor:
+    """x (batch, samples) at ``sample_rate`` -> (batch, round(samples * target_rate /
+    sample_rate)) at ``target_rate``: the real spectrum zero-padded (up) or cut at the lower
+    Nyquist frequency (down), i.e. ideal band-limited resampling of the clip taken as periodic."""
+    if sample_rate == target_rate:
+        return x
+    samples = x.shape[-1]
+    target = round(samples * target_rate / sample_rate)
+    spectrum = torch.fft.rfft(x, dim=-1)[..., :target // 2 + 1]
+    return torch.fft.irfft(spectrum, n=target, dim=-1) * (target / samples)
+
+
+NCMS_INPUTS = {"temporal": (ncms_op.ncms, ncms_op.N_MODULATION),
+               "spectral": (ncms_op.spectral_frames, ncms_op.N_QUEFRENCIES)}
+"""DNN -> (audio at 22.05 kHz -> (batch, segments, rows, values) input, values per row)."""
+
+
+class NCMSClassifier(AudioFamily):
+    """``ncms``: audio at ``sample_rate`` -> 22.05 kHz -> per 5 s segment the rows of the NCMS
+    (temporal) and / or the STFT frames (spectral) -> the ``variant``'s ``FeatureDNN``(s), hidden
+    units ``hidden`` -> ``embedding`` (batch, hidden[-1] per DNN): the last hidden layer averaged
+    over rows and segments; ``ncms_features`` (batch, segments, 2 hidden[-1] per DNN): its mean
+    and variance over each segment's rows (the forest's input). ``dnns``: name -> ``FeatureDNN``
+    (output layer removed: the heads are the output layers)."""
+
+    def __init__(self, n_tags: int = 0, n_styles: int = ncms.DEFAULT_GENRES, n_tempo_classes: int = 0,
+                 variant: str = "temporal", hidden: tuple[int, ...] = ncms.HIDDEN_UNITS,
+                 sample_rate: int = ncms_op.SAMPLE_RATE, backend: str | None = None) -> None:
+        """backend: accepted for the registry's uniform signature; there is no DLR here."""
+        super().__init__()
+        if variant not in ncms.VARIANTS:
+            raise ValueError(f"unknown NCMS variant {variant!r}; choose one of {', '.join(ncms.VARIANTS)}")
+        names = list(NCMS_INPUTS) if variant == "combined" else [variant]
+        self.dnns = nn.ModuleDict()
+        width = 0
+        for name in names:
+            self.dnns[name], units = _headless(FeatureDNN(NCMS_INPUTS[name][1], 1, tuple(hidden)))
+            width += units
+        self.options = {"n_tags": n_tags, "n_styles": n_styles, "n_tempo_classes": n_tempo_classes,
+                        "variant": variant, "hidden": list(hidden), "sample_rate": sample_rate}
+        self._heads(width, n_tags, n_styles, n_tempo_classes)
+        self.sample_rate = sample_rate
+        self.min_samples = math.ceil(ncms_op.MIN_SAMPLES * sample_rate / ncms_op.SAMPLE_RATE)
+        self.preprocessing = (f"{RAW_AUDIO}; resampled to {ncms_op.SAMPLE_RATE} Hz (FFT) when "
+                              f"sample_rate differs; NCMS / z-scored log-STFT per 5 s segment")
+
+    def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = fft_resample(x, self.sample_rate, ncms_op.SAMPLE_RATE)
+        hidden = [dnn.features(NCMS_INPUTS[name][0](x)) for name, dnn in self.dnns.items()]
+        return {"embedding": torch.cat([h.mean(dim=(1, 2)) for h in hidden], dim=-1),
+                "ncms_features": torch.cat([ncms.mean_and_variance(h, dim=2) for h in hidden], dim=-1)}
+
+
+class SongSummaryTagger(AudioFamily):
+    """``songsummary``: audio at the encoder's rate -> non-overlapping segments of
+    ``segment_seconds`` -> ``encoder`` family (``encoder_options``, heads removed) -> segment
+    embeddings (batch, segments, dim) -> ``SongSummariser`` GRU (``rnn_units``) -> its MLP's
+    hidden layer (``mlp_units``) = ``embedding``. ``min_samples`` is one segment."""
+
+    def __init__(self, n_tags: int = songsummary.DEFAULT_TAGS, n_styles: int = 0, n_tempo_classes: int = 0,
+                 encoder: str = "crnn", encoder_options: dict[str, Any] | None = None,
+                 segment_seconds: float = songsummary.SEGMENT_SECONDS,
+                 rnn_units: int = songsummary.DEFAULT_RNN_UNITS,
+                 mlp_units: int = songsummary.DEFAULT_MLP_UNITS, backend: str | None = None) -> None:
+        """backend: passed to the encoder (a DLR op backend to force)."""
+        super().__init__()
+        encoders = [name for name, cls in FAMILIES.items() if cls not in (NCMSClassifier, SongSummaryTagger)]
+        if encoder not in encoders:
+            raise ValueError(f"encoder {encoder!r} is not one of {', '.join(encoders)}")
+        self.encoder = FAMILIES[encoder](**(encoder_options or {}), backend=backend)
+        self.encoder.heads = nn.ModuleDict()   # only its embedding is used
+        self.summariser = SongSummariser(self.encoder.embedding_dim, 1, rnn_units, mlp_units)
+        self.summariser.mlp[-1] = nn.Identity()
+        self.options = {"n_tags": n_tags, "n_styles": n_styles, "n_tempo_classes": n_tempo_classes,
+                        "encoder": encoder,
+                        "encoder_options": {k: v for k, v in self.encoder.config().items() if k not in HEADS},
+                        "segment_seconds": segment_seconds, "rnn_units": rnn_units, "mlp_units": mlp_units}
+        self._heads(mlp_units, n_tags, n_styles, n_tempo_classes)
+        self.sample_rate = self.encoder.sample_rate
+        self.segment_samples = round(segment_seconds * self.sample_rate)
+        if self.segment_samples < self.encoder.min_samples:
+            raise ValueError(f"segments of {segment_seconds} s are too short for the {encoder} "
+                             f"encoder: it needs at least {self.encoder.min_samples / self.sample_rate:.2f} s; "
+                             f"raise segment_seconds")
+        self.min_samples = self.segment_samples
+        self.preprocessing = f"{self.encoder.preprocessing}; per {segment_seconds} s segment"
+
+    def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        count = x.shape[1] // self.segment_samples
+        segments = x[:, :count * self.segment_samples].unflatten(1, (count, self.segment_samples))
+        embeddings = self.encoder.encode(segments.flatten(0, 1))["embedding"]
+        return {"embedding": self.summariser(embeddings.unflatten(0, (x.shape[0], count)))}
+
+
 FAMILIES: dict[str, type[AudioFamily]] = {
     "crnn": CRNNTagger,
     "samplecnn": SampleCNNTagger,
     "pons": PonsClassifier,
     "mcclstm": MCCLSTMClassifier,
     "pooled": PooledDLRClassifier,
+    "ncms": NCMSClassifier,
+    "songsummary": SongSummaryTagger,
 }
 """registry name -> class (its constructor is the builder)."""

@@ -5,6 +5,8 @@ same five conv blocks as the source-task model (32 channels, 4x8 then 3x3 kernel
 ReLU, max-pools (2,2), (2,2), (2,2), (4,4)); global average pooling over time and bins gives 32
 features per branch. With ``input="mel+dlr"`` the two branches' features are concatenated before
 the output layer. The output layer gives one logit per tag (apply a sigmoid for probabilities).
+For the source task the embedding feeds ``style_logits`` / ``tempo_logits`` heads (options
+``n_styles``, ``n_tempo_classes``, as the families in ``families``; ``n_tags=0`` drops the tags).
 """
 from __future__ import annotations
 
@@ -15,10 +17,13 @@ from torch import nn
 
 from ..nn import DLR
 from .dlr_source import CONV_CHANNELS, conv_stack, min_size
+from .families import HEADS, checked_head_sizes
 
 INPUT_KINDS = ("mel", "dlr", "tempogram")
 """Feature branches; an ``input`` joins one or two of them with ``+`` (e.g. ``"mel+dlr"``)."""
 DEFAULT_TAGS = 50
+HEAD_LAYERS = {"n_tags": "tag_head", "n_styles": "style_head", "n_tempo_classes": "tempo_head"}
+"""head option (output key in ``families.HEADS``) -> layer attribute (None for a head of size 0)."""
 
 
 def parse_input(input: str) -> tuple[str, ...]:
@@ -39,11 +44,13 @@ def _front_end(kind: str, dlr: dict[str, Any], preprocess: bool, backend: str | 
 
 
 class FCNTagger(nn.Module):
-    """Raw audio -> feature branch(es) -> conv blocks -> global average pool -> tag logits.
+    """Raw audio -> feature branch(es) -> conv blocks -> global average pool -> logits per head.
 
     forward(x: (batch, samples) float at 8 kHz) returns a dict: each branch's features under its
     kind (``mel`` (batch, 128, frames), ``dlr`` (batch, 128, frames), ``tempogram``),
-    ``embedding`` (batch, 32 * branches) and ``tag_logits`` (batch, n_tags).
+    ``embedding`` (batch, 32 * branches) and ``tag_logits`` (batch, n_tags) (``style_logits``
+    (batch, n_styles), ``tempo_logits`` (batch, n_tempo_classes) when those are > 0; a head of
+    size 0 is left out, at least one is needed).
 
     input: ``"mel"``, ``"dlr"``, ``"tempogram"`` or ``"mel+dlr"`` (any two joined by ``+``).
     dlr: geometry of the DLR branch (``DLR`` keyword arguments: ``channels``, ``dilations``, ...).
@@ -52,8 +59,10 @@ class FCNTagger(nn.Module):
     """
 
     def __init__(self, n_tags: int = DEFAULT_TAGS, input: str = "mel", dlr: dict[str, Any] | None = None,
-                 preprocess: bool = True, backend: str | None = None) -> None:
+                 preprocess: bool = True, n_styles: int = 0, n_tempo_classes: int = 0,
+                 backend: str | None = None) -> None:
         super().__init__()
+        self.head_sizes = checked_head_sizes(n_tags, n_styles, n_tempo_classes)
         self.kinds = parse_input(input)
         self.input = input
         self.preprocess = preprocess
@@ -62,12 +71,13 @@ class FCNTagger(nn.Module):
         self.branches = nn.ModuleDict({kind: conv_stack() for kind in self.kinds})
         self.min_frames = min_size(0)
         self.embedding_dim = CONV_CHANNELS * len(self.kinds)
-        self.tag_head = nn.Linear(self.embedding_dim, n_tags)
+        for option, layer in HEAD_LAYERS.items():
+            size = self.head_sizes[option]
+            setattr(self, layer, nn.Linear(self.embedding_dim, size) if size else None)
 
     def config(self) -> dict[str, Any]:
         """JSON-able constructor options (without ``backend``)."""
-        config: dict[str, Any] = {"n_tags": self.tag_head.out_features, "input": self.input,
-                                  "preprocess": self.preprocess}
+        config: dict[str, Any] = {**self.head_sizes, "input": self.input, "preprocess": self.preprocess}
         if "dlr" in self.kinds:
             dlr = self.front_ends["dlr"].config
             config["dlr"] = {"n_branches": dlr.n_branches, "channels": dlr.channels,
@@ -90,5 +100,8 @@ class FCNTagger(nn.Module):
             out[kind] = self.front_ends[kind](x)
             pooled.append(self.branch(kind, out[kind]))
         out["embedding"] = torch.cat(pooled, dim=1)
-        out["tag_logits"] = self.tag_head(out["embedding"])
+        for option, layer in HEAD_LAYERS.items():
+            head = getattr(self, layer)
+            if head is not None:
+                out[HEADS[option]] = head(out["embedding"])
         return out

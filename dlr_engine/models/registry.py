@@ -52,8 +52,8 @@ MODELS: dict[str, tuple[type[nn.Module], Callable[..., nn.Module]]] = {
     **{name: (cls, cls) for name, cls in FAMILIES.items()},
 }
 """name -> (class, builder taking the JSON options of ``model.config()`` plus ``backend``);
-the literature's families (``crnn``, ``samplecnn``, ``pons``, ``mcclstm``, ``pooled``) are
-described in ``families``."""
+the literature's families (``crnn``, ``samplecnn``, ``pons``, ``mcclstm``, ``pooled``, ``ncms``,
+``songsummary``) are described in ``families``."""
 
 
 def names() -> list[str]:

@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="model by registry name (default: dlr_source for source-task, fcn "
                              "for tagger)")
     parser.add_argument("--input", default=DEFAULTS.input,
-                        help=f"tagger input: {', '.join(INPUT_KINDS)}, or two joined by '+' (mel+dlr)")
+                        help=f"FCN input (tagger, or --model fcn): {', '.join(INPUT_KINDS)}, or two "
+                             "joined by '+' (mel+dlr)")
     parser.add_argument("--model-options", type=json.loads, default={}, metavar="JSON",
                         help='extra model options, e.g. \'{"dlr": {"channels": 8}}\'')
     parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs)

@@ -64,7 +64,7 @@ class TrainConfig:
     model: registry name of the model (default: the task's own, ``dlr_source`` or ``fcn``);
       any family of ``dlr_engine.models.names()`` trains on either task, with only the task's
       heads (its other heads are left out).
-    input: the FCN tagger's input (``mel``, ``dlr``, ``tempogram``, ``mel+dlr``).
+    input: the FCN's input (``mel``, ``dlr``, ``tempogram``, ``mel+dlr``), on either task.
     model_options: more constructor options of the model (e.g. ``{"dlr": {"channels": 8}}``).
     patience: stop after this many epochs without a better validation score (None: never).
     backend: force a DLR op backend (``cpu``, ``torch``, ...).
@@ -103,7 +103,7 @@ class TrainConfig:
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ValueError(f"{name} {value!r} is not one of {', '.join(allowed)}")
-        if self.task == "tagger":
+        if (self.model or TASKS[self.task].model_name) == "fcn":
             parse_input(self.input)
 
 
@@ -134,7 +134,7 @@ def build_model(config: TrainConfig) -> nn.Module:
     options = task.model_options()
     if name == "fcn":
         options["input"] = config.input
-    elif name in registry.FAMILIES:  # multi-head families: keep only this task's heads
+    if name == "fcn" or name in registry.FAMILIES:  # multi-head models: keep only this task's heads
         options = {head: 0 for head in HEADS} | options
     torch.manual_seed(config.seed)
     model = registry.get(name, **options, **config.model_options, backend=config.backend)
