@@ -205,7 +205,8 @@ class Job:
 
 class _Session:
     """For the run: the job's modules on its device in eval mode, and on CPU torch's threads
-    limited to the cores the decode processes leave free; restores both afterwards."""
+    limited to the cores the decode processes leave free (decode threads, ``workers=0``, leave
+    torch every core: they mostly wait while the model runs); restores both afterwards."""
 
     def __init__(self, job: Job) -> None:
         self.job = job
@@ -215,9 +216,8 @@ class _Session:
         for module, _ in self.training:
             module.to(self.job.device).eval()
         self.threads = torch.get_num_threads()
-        if self.job.device.type == "cpu":
-            decoders = max(1, self.job.workers)                 # workers=0: one decode thread
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) - decoders))
+        if self.job.device.type == "cpu" and self.job.workers > 0:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) - self.job.workers))
 
     def __exit__(self, *exc) -> None:
         torch.set_num_threads(self.threads)
