@@ -70,6 +70,8 @@ FORMATS = ("wav", "flac", "ogg", "mp3")
 OGG is Vorbis, MP3 is MPEG layer III)."""
 SOURCE_RATES = (44100, 48000)
 """Sample rates, alternating every ``len(FORMATS)`` tracks so every format gets both."""
+WRITE_BLOCK_FRAMES = 65536
+"""Frames per write when rendering the corpus."""
 CHANNEL_DELAY_S = 0.001
 RIGHT_GAIN = 0.8
 """The right channel is the left one delayed by 1 ms at 0.8x gain: real stereo to downmix."""
@@ -94,7 +96,11 @@ def write_track(folder: Path, index: int, seconds: float, seed: int) -> Path:
     path = folder / f"t{index:03d}.{FORMATS[index % len(FORMATS)]}"
     left, _ = render_clip(index, seed, seconds, rate)
     right = RIGHT_GAIN * np.roll(left, round(CHANNEL_DELAY_S * rate))
-    sf.write(path, np.stack([left, right], axis=1), rate)
+    frames = np.stack([left, right], axis=1)
+    # in blocks: libsndfile 1.2's Vorbis encoder crashes on one write of minutes of audio
+    with sf.SoundFile(path, "w", rate, channels=2) as out:
+        for start in range(0, len(frames), WRITE_BLOCK_FRAMES):
+            out.write(frames[start:start + WRITE_BLOCK_FRAMES])
     return path
 
 
