@@ -9,6 +9,7 @@ from torch import nn
 from dlr_engine.models import crnn, mcclstm, pons, pooling, samplecnn, songsummary
 from dlr_engine.models.crnn import CRNN
 from dlr_engine.models.mcclstm import MCCLSTM
+from dlr_engine.models.ncms import FeatureDNN
 from dlr_engine.models.pons import PonsCNN
 from dlr_engine.models.pooling import PooledClassifier
 from dlr_engine.models.samplecnn import SampleCNN
@@ -106,6 +107,8 @@ SMALL = {
                 (40, 160), "classes", 3e-3),
     "songsummary": (lambda: SongSummariser(embedding_dim=16, n_tags=5, rnn_units=16, mlp_units=32),
                     (6, 16), "tags", 1e-2),
+    "ncms-temporal": (lambda: FeatureDNN(108, n_classes=4), (108,), "classes", 1e-2),  # paper's
+    "ncms-spectral": (lambda: FeatureDNN(513, n_classes=4), (513,), "classes", 1e-2),  # sizes
     **{f"pooling-{name}": ((lambda name=name: PooledClassifier(32, 4, pooling=name, rnn_units=16)),
                            (32, 10), "classes", 3e-2 if name in ("mean", "max") else 1e-2)
        for name in pooling.POOLINGS},
