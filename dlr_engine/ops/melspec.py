@@ -209,22 +209,19 @@ def melspec_cpu(x: Tensor, window: Tensor, starts: Tensor, lengths: Tensor, offs
         check_padding(x.shape[1], n_fft, pad_mode)
     n_frames = frame_count(x.shape[1], n_fft, hop_length, center)
     out = torch.empty(x.shape[0], starts.shape[0], n_frames)
-    threads = torch.get_num_threads()
     offset = (n_fft - window.shape[0]) // 2 - (n_fft // 2 if center else 0)
     for first, spectra in spectral_cpu.windowed_spectra(x, offset, n_frames, hop_length, window,
                                                         n_fft, pad_mode):
-        spectral_cpu._dlr_cpu.mel_project(
-            spectra.data_ptr(), spectra.shape[0], spectra.shape[1], first, n_frames,
-            starts.shape[0], starts.data_ptr(), lengths.data_ptr(), offsets.data_ptr(),
-            weights.data_ptr(), power, log_multiplier, amin, out.data_ptr(), threads)
+        spectral_cpu.project_mel(spectra, first, starts, lengths, offsets, weights, power,
+                                 log_multiplier, amin, out)
     return out
 
 
 @melspec_cpu.register_fake
 def _melspec_cpu_fake(x, window, starts, lengths, offsets, weights, n_fft, hop_length, center,
                       pad_mode, power, log_multiplier, amin):
-    length = x.shape[1] + (2 * (n_fft // 2) if center else 0)
-    return x.new_empty((x.shape[0], starts.shape[0], 1 + (length - n_fft) // hop_length))
+    return x.new_empty((x.shape[0], starts.shape[0],
+                        frame_count(x.shape[1], n_fft, hop_length, center)))
 
 
 @torch.library.custom_op("dlr_engine::melspec_fused", mutates_args=())

@@ -1,6 +1,8 @@
 """The chunk loop shared by the cpu backends of the mel spectrogram and the tempogram: frames of
-a padded signal, windowed by the C++ kernels (``csrc/cpu/spectral_cpu_kernel.cpp``) into rows of
-an FFT buffer, transformed by torch's FFT, handed to the caller chunk by chunk.
+a signal, windowed by the C++ kernels (``csrc/cpu/spectral_cpu_kernel.cpp``) into rows of an FFT
+buffer, transformed by torch's FFT, handed to the caller chunk by chunk; and the launchers of
+the C++ passes the callers run on each chunk (``project_mel``, ``power_in_place``,
+``store_lags``).
 
 Rows are global frame indices ``g = clip * n_frames + frame`` over the whole batch, so chunks
 stay full (and in cache) however short the clips are. Each frame's non-zero window taps go to
@@ -70,3 +72,28 @@ def windowed_spectra(signal: Tensor, frame_offset: int, n_frames: int, hop: int,
                               frames.data_ptr(), n_fft, threads)
         torch.fft.rfft(frames[:rows], out=spectra[:rows])
         yield first, spectra[:rows]
+
+
+def project_mel(spectra: Tensor, first: int, starts: Tensor, lengths: Tensor, offsets: Tensor,
+                weights: Tensor, power: float, log_multiplier: float, amin: float,
+                out: Tensor) -> None:
+    """out (batch, n_mels, n_frames)[frames first .. first + rows] <- ``log_multiplier *
+    log10(max(amin, sum_f mel[m, f] |spectra[r, f]| ** power))`` (no log when
+    ``log_multiplier`` is 0); the filters as ``melspec.CpuMelPlan``."""
+    _dlr_cpu.mel_project(spectra.data_ptr(), spectra.shape[0], spectra.shape[1], first,
+                         out.shape[2], starts.shape[0], starts.data_ptr(), lengths.data_ptr(),
+                         offsets.data_ptr(), weights.data_ptr(), power, log_multiplier, amin,
+                         out.data_ptr(), torch.get_num_threads())
+
+
+def power_in_place(spectra: Tensor) -> None:
+    """spectra (rows, n_freq) complex64 <- ``|spectra| ** 2`` (imaginary parts 0)."""
+    _dlr_cpu.power_in_place(spectra.data_ptr(), spectra.shape[0], spectra.shape[1],
+                            torch.get_num_threads())
+
+
+def store_lags(lags: Tensor, first: int, normalize: bool, out: Tensor) -> None:
+    """out (batch, max_lag, n_frames)[frames first .. first + rows] <- ``lags[r, :max_lag]``
+    (rows, n_fft) float32, divided by ``lags[r, 0]`` when ``normalize``."""
+    _dlr_cpu.lag_store(lags.data_ptr(), lags.shape[0], lags.stride(0), first, out.shape[2],
+                       out.shape[1], normalize, out.data_ptr(), torch.get_num_threads())

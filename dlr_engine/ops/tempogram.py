@@ -138,15 +138,12 @@ def tempogram_cpu(onsets: torch.Tensor, window: torch.Tensor, n_frames: int, fra
     n_fft = fft_size(win_length)
     out = torch.empty(onsets.shape[0], win_length, n_frames)
     lags = torch.empty(spectral_cpu.chunk_rows(onsets.shape[0] * n_frames), n_fft)
-    threads = torch.get_num_threads()
     for first, spectra in spectral_cpu.windowed_spectra(onsets, 0, n_frames, frame_hop, window,
                                                         n_fft):
-        rows = spectra.shape[0]
-        spectral_cpu._dlr_cpu.power_in_place(spectra.data_ptr(), rows, spectra.shape[1],
-                                             threads)
-        torch.fft.irfft(spectra, n=n_fft, out=lags[:rows])
-        spectral_cpu._dlr_cpu.lag_store(lags.data_ptr(), rows, n_fft, first, n_frames,
-                                        win_length, normalize, out.data_ptr(), threads)
+        rows = lags[:spectra.shape[0]]
+        spectral_cpu.power_in_place(spectra)
+        torch.fft.irfft(spectra, n=n_fft, out=rows)
+        spectral_cpu.store_lags(rows, first, normalize, out)
     return out
 
 
