@@ -1,8 +1,9 @@
-"""The C++ paths of the cpu backends against the float64 references: the mel spectrogram
-(``dlr_engine::melspec_cpu``: C++ framing, then power + sparse mel + log around torch's FFT) and
-the tempogram's autocorrelation (``dlr_engine::tempogram_cpu``): random shapes and windows,
-chunks that cross clip boundaries, every instruction set this CPU runs, NaN-poisoned outputs,
-opcheck, and the switch to the differentiable torch formulations when a gradient is needed."""
+"""The fused C++ kernels of the cpu backends against the float64 references: the mel
+spectrogram (``dlr_engine::melspec_cpu``) and the tempogram's autocorrelation
+(``dlr_engine::tempogram_cpu``), both on the lane-batched FFT: FFT sizes of every radix path
+(4, 2, 3, 5, other primes; odd and even), random shapes and windows, tiles of 16 frames that
+cross clip boundaries, every instruction set this CPU runs, NaN-poisoned outputs, opcheck, and
+the switch to the differentiable torch formulations when a gradient is needed."""
 from __future__ import annotations
 
 import math
@@ -45,10 +46,9 @@ CASES = [  # batch, samples, n_fft, win_length, hop, n_mels, window, htk, center
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("power,log_multiplier", [(2.0, 0.0), (1.0, 20.0), (1.5, 0.0),
                                                   (2.0, 10.0)])
-def test_cpp_path_matches_reference(monkeypatch, nan_poison, cpu_isa, case, power,
+def test_cpp_path_matches_reference(nan_poison, cpu_isa, case, power,
                                     log_multiplier):
     batch, samples, n_fft, win_length, hop, n_mels, window, htk, center, pad_mode = case
-    monkeypatch.setattr(spectral_cpu, "CHUNK_FRAMES", 7)  # chunks and tiles across clip boundaries
     nan_poison(mel_op)
     x, win, fb = problem(len(CASES) * batch + samples, batch, samples, n_fft, win_length, n_mels,
                          window, htk)
@@ -63,6 +63,23 @@ def test_cpp_path_matches_reference(monkeypatch, nan_poison, cpu_isa, case, powe
         assert (out.double() - expected)[loud].abs().max() <= DB_ABS_TOL
     else:
         assert (out.double() - expected).abs().max() <= REL_TOL * expected.abs().max()
+
+
+@pytest.mark.parametrize("n_fft", [2, 3, 8, 30, 97, 154, 250, 768, 1000, 2048])
+def test_power_spectrum_for_every_fft_size(cpu_isa, n_fft):
+    """An identity "filterbank" makes the output the power spectrum itself: against torch.fft
+    in float64 for sizes taking each radix path (n_fft / 2 points for even sizes)."""
+    torch.manual_seed(n_fft)
+    x = torch.randn(3, 5 * n_fft + 7, dtype=torch.float64)
+    n_freq = n_fft // 2 + 1
+    identity = torch.eye(n_freq, dtype=torch.float64)
+    window = ref.get_window("hann", n_fft, dtype=torch.float64)
+    hop = max(1, n_fft // 3)
+    expected = ref.melspectrogram_reference(x, window, identity, n_fft, hop)
+    out = mel_op.melspectrogram(x.float(), window.float(), identity.float(), n_fft, hop,
+                                backend="cpu")
+    assert out.shape == expected.shape
+    assert (out.double() - expected).abs().max() <= REL_TOL * expected.abs().max()
 
 
 def test_silence_floors_at_amin():
@@ -119,9 +136,8 @@ TEMPOGRAM_CASES = [  # batch, onset frames, win_length, frame_hop, center, windo
 
 
 @pytest.mark.parametrize("case", TEMPOGRAM_CASES)
-def test_tempogram_cpp_path_matches_reference(monkeypatch, nan_poison, cpu_isa, case):
+def test_tempogram_cpp_path_matches_reference(nan_poison, cpu_isa, case):
     batch, n, win_length, frame_hop, center, window, norm = case
-    monkeypatch.setattr(spectral_cpu, "CHUNK_FRAMES", 11)
     nan_poison(tempo_op)
     torch.manual_seed(n)
     onsets = torch.rand(batch, n, dtype=torch.float64) ** 4  # spiky, like onset strength

@@ -19,24 +19,20 @@ namespace {
 
 using ForwardFn = decltype(&dlr::generic::forward);
 using BackwardFn = decltype(&dlr::generic::backward);
-using FrameWindowFn = decltype(&dlr::generic::frame_window);
-using MelProjectFn = decltype(&dlr::generic::mel_project);
-using PowerInPlaceFn = decltype(&dlr::generic::power_in_place);
-using LagStoreFn = decltype(&dlr::generic::lag_store);
+using MelspectrogramFn = decltype(&dlr::generic::melspectrogram);
+using TempogramFn = decltype(&dlr::generic::tempogram);
 
 struct Kernels {
   std::string isa;
   ForwardFn forward;
   BackwardFn backward;
-  FrameWindowFn frame_window;
-  MelProjectFn mel_project;
-  PowerInPlaceFn power_in_place;
-  LagStoreFn lag_store;
+  MelspectrogramFn melspectrogram;
+  TempogramFn tempogram;
 };
 
 #define DLR_KERNEL_SET(isa) \
-  Kernels { #isa, &dlr::isa::forward, &dlr::isa::backward, &dlr::isa::frame_window, \
-            &dlr::isa::mel_project, &dlr::isa::power_in_place, &dlr::isa::lag_store }
+  Kernels { #isa, &dlr::isa::forward, &dlr::isa::backward, &dlr::isa::melspectrogram, \
+            &dlr::isa::tempogram }
 
 // Kernel sets this CPU can run, best first (CPUID).
 std::vector<Kernels> supported_kernels() {
@@ -75,6 +71,21 @@ void set_isa(const std::string& isa) {
 template <typename T>
 T* as_ptr(uintptr_t address) {
   return reinterpret_cast<T*>(address);
+}
+
+}  // namespace
+
+namespace {
+
+dlr::Framing make_framing(uintptr_t signal, int64_t signal_length, int64_t n_frames, int64_t hop,
+                          int64_t offset, int pad_mode, uintptr_t window, int64_t span,
+                          int64_t n_fft) {
+  if (pad_mode < 0 || pad_mode > 2)
+    throw std::invalid_argument("pad_mode must be 0 (zeros), 1 (reflect) or 2 (edge)");
+  if (signal_length < 1 || n_frames < 1 || hop < 1 || span < 1 || span > n_fft)
+    throw std::invalid_argument("needs signal_length, n_frames, hop >= 1 and 1 <= span <= n_fft");
+  return dlr::Framing{as_ptr<const float>(signal), signal_length, n_frames, hop, offset,
+                      static_cast<dlr::PadMode>(pad_mode), as_ptr<const float>(window), span};
 }
 
 }  // namespace
@@ -125,52 +136,40 @@ PYBIND11_MODULE(_dlr_cpu, m) {
       "Per-(batch, branch) gradient parts, zero-initialised by the caller; grad_x_parts may "
       "be 0 (not needed).");
   m.def(
-      "frame_window",
-      [](uintptr_t signal, int64_t signal_length, int64_t n_frames, int64_t hop, int64_t offset,
-         int pad_mode, int64_t first, int64_t rows, uintptr_t window, int64_t span,
-         uintptr_t frames, int64_t frame_stride, int threads) {
-        if (pad_mode < 0 || pad_mode > 2)
-          throw std::invalid_argument("pad_mode must be 0 (zeros), 1 (reflect) or 2 (edge)");
-        py::gil_scoped_release release;
-        kernels().frame_window(as_ptr<const float>(signal), signal_length, n_frames, hop, offset,
-                               static_cast<dlr::PadMode>(pad_mode), first, rows,
-                               as_ptr<const float>(window), span, as_ptr<float>(frames),
-                               frame_stride, threads);
-      },
-      "frames[r, :span] <- signal[clip, offset + frame * hop + j] * window[j], rows of global "
-      "frames first..first+rows (clip = g // n_frames, frame = g % n_frames); positions outside "
-      "the clip padded with zeros (pad_mode 0), by reflection (1) or the edge samples (2).");
-  m.def(
-      "mel_project",
-      [](uintptr_t spec, int64_t rows, int64_t n_freq, int64_t first, int64_t n_frames,
+      "melspectrogram",
+      [](uintptr_t signal, int64_t batch, int64_t signal_length, int64_t n_frames, int64_t hop,
+         int64_t offset, int pad_mode, uintptr_t window, int64_t span, int64_t n_fft,
          int64_t n_mels, uintptr_t starts, uintptr_t lengths, uintptr_t offsets,
          uintptr_t weights, float power, float log_multiplier, float amin, uintptr_t out,
          int threads) {
+        const dlr::Framing framing = make_framing(signal, signal_length, n_frames, hop, offset,
+                                                  pad_mode, window, span, n_fft);
         const dlr::MelFilters filters{n_mels, as_ptr<const int64_t>(starts),
                                       as_ptr<const int64_t>(lengths),
                                       as_ptr<const int64_t>(offsets),
                                       as_ptr<const float>(weights)};
         py::gil_scoped_release release;
-        kernels().mel_project(as_ptr<const float>(spec), rows, n_freq, first, n_frames, filters,
-                              power, log_multiplier, amin, as_ptr<float>(out), threads);
+        kernels().melspectrogram(framing, batch, n_fft, filters, power, log_multiplier, amin,
+                                 as_ptr<float>(out), threads);
       },
-      "out[clip, m, frame] <- (log of) sum_f mel[m, f] |spec[r, f]|^power for spectrum rows of "
-      "global frames first..first+rows.");
+      "out (batch, n_mels, n_frames) <- (log of) sum_f mel[m, f] |X[f]|^power, X the n_fft-point "
+      "DFT of frame t of clip b: signal[b, offset + t * hop + j] * window[j], j < span; positions "
+      "outside the clip padded with zeros (pad_mode 0), by reflection (1) or the edge samples (2).");
   m.def(
-      "power_in_place",
-      [](uintptr_t spec, int64_t rows, int64_t n_freq, int threads) {
+      "tempogram",
+      [](uintptr_t onsets, int64_t batch, int64_t length, int64_t n_frames, int64_t hop,
+         int64_t offset, uintptr_t window, int64_t span, int64_t n_fft, int64_t max_lag,
+         bool normalize, uintptr_t out, int threads) {
+        const dlr::Framing framing = make_framing(onsets, length, n_frames, hop, offset, 0,
+                                                  window, span, n_fft);
+        if (n_fft % 2 != 0 || n_fft < 2 * span - 1 || max_lag > n_fft / 2 + 1)
+          throw std::invalid_argument("tempogram needs an even n_fft >= 2 span - 1 and "
+                                      "max_lag <= n_fft / 2 + 1");
         py::gil_scoped_release release;
-        kernels().power_in_place(as_ptr<float>(spec), rows, n_freq, threads);
+        kernels().tempogram(framing, batch, n_fft, max_lag, normalize, as_ptr<float>(out),
+                            threads);
       },
-      "spec[r, f] <- (|spec[r, f]|^2, 0): complex64 rows, for an inverse FFT.");
-  m.def(
-      "lag_store",
-      [](uintptr_t lags, int64_t rows, int64_t row_stride, int64_t first, int64_t n_frames,
-         int64_t max_lag, bool normalize, uintptr_t out, int threads) {
-        py::gil_scoped_release release;
-        kernels().lag_store(as_ptr<const float>(lags), rows, row_stride, first, n_frames,
-                            max_lag, normalize, as_ptr<float>(out), threads);
-      },
-      "out[clip, l, frame] <- lags[r, l] (divided by lags[r, 0] when normalize and it is at "
-      "least float32's tiny) for rows of global frames first..first+rows.");
+      "out (batch, max_lag, n_frames) <- autocorrelations of frame t of clip b: onsets[b, "
+      "offset + t * hop + j] * window[j], j < span (zeros outside the clip), divided by lag 0 "
+      "when normalize.");
 }

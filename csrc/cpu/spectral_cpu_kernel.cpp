@@ -1,16 +1,19 @@
-// The CPU passes of the mel spectrogram and the autocorrelation tempogram around the FFTs (which
-// torch's FFT library does between them): framing + window into the FFT's input rows; power +
-// sparse mel projection + log written straight into the (batch, n_mels, frames) output; the
-// power spectrum in place (for the inverse FFT that gives autocorrelations); autocorrelation
-// rows normalised and written into (batch, lags, frames). Compiled once per instruction set,
-// like dlr_cpu_kernel.cpp; rows are independent, so OpenMP splits them.
+// The mel spectrogram and the autocorrelation tempogram on CPU, fused per tile of kLanes
+// consecutive frames: framing + window straight into the lanes of a batched FFT (lane_fft.h),
+// the real FFT, power, then either the sparse mel projection + log (written straight into the
+// (batch, n_mels, frames) output) or, for the tempogram, the inverse real FFT of the power
+// (autocorrelations), normalised by lag 0 and written into (batch, lags, frames). Nothing
+// full-rate leaves the tile, whose buffers stay in the core's L2. Compiled once per instruction
+// set, like dlr_cpu_kernel.cpp; tiles are independent, so OpenMP splits them.
 //
-// The projection works on tiles of kTile frames held frequency-major (the frames are the vector
-// lanes), so each non-zero filter weight is one broadcast FMA per vector and the tile's output
-// (n_mels, kTile) is already in the output's layout.
+// Frames are held frequency-major with the frames as vector lanes throughout, so each
+// butterfly and each non-zero filter weight is one broadcast FMA per vector, and a tile's output
+// (channels, kLanes) is already in the output's layout.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "spectral_cpu.h"
@@ -19,8 +22,10 @@ namespace dlr {
 namespace DLR_ISA {
 namespace {
 
+#include "lane_fft.h"
+
 constexpr int kWidth = DLR_VEC_FLOATS;
-constexpr int64_t kTile = 16;  // frames per projection tile
+constexpr int64_t kTile = kLanes;  // frames per tile
 constexpr int kVectors = kTile / kWidth;
 constexpr float kInvLn10 = 0.434294481903251827651f;
 constexpr float kTinyFloat = 1.17549435e-38f;  // smallest normal float32 (torch.finfo.tiny)
@@ -47,32 +52,6 @@ inline vec vector_log(vec v) {
   return v;
 }
 #endif
-
-// power_t[f * kTile + i] = |spec[r0 + i, f]|^power for the tile's rows (zeros past `count`),
-// kTile x kTile blocks at a time: contiguous reads of each row, a transpose in L1.
-void tile_power(const float* spec, int64_t count, int64_t n_freq, float power, float* power_t) {
-  float block[kTile][kTile];
-  for (int64_t f0 = 0; f0 < n_freq; f0 += kTile) {
-    const int64_t width = std::min(kTile, n_freq - f0);
-    for (int64_t i = 0; i < kTile; ++i) {
-      if (i >= count) {
-        std::fill(block[i], block[i] + kTile, 0.f);
-        continue;
-      }
-      const float* row = spec + 2 * (i * n_freq + f0);
-#pragma omp simd
-      for (int64_t j = 0; j < width; ++j)
-        block[i][j] = row[2 * j] * row[2 * j] + row[2 * j + 1] * row[2 * j + 1];
-    }
-    for (int64_t j = 0; j < width; ++j)
-      for (int64_t i = 0; i < kTile; ++i) power_t[(f0 + j) * kTile + i] = block[i][j];
-  }
-  if (power == 1.f) {
-    for (int64_t k = 0; k < n_freq * kTile; ++k) power_t[k] = std::sqrt(power_t[k]);
-  } else if (power != 2.f) {
-    for (int64_t k = 0; k < n_freq * kTile; ++k) power_t[k] = std::pow(power_t[k], 0.5f * power);
-  }
-}
 
 // mel_t[m * kTile + i] = (log of) sum_k weights[m, k] power_t[(starts[m] + k) * kTile + i].
 void tile_project(const float* power_t, const MelFilters& filters, float log_multiplier,
@@ -127,74 +106,211 @@ inline int64_t padded_index(int64_t i, int64_t length, PadMode mode) {
   }
 }
 
+
+typedef float lane_unaligned __attribute__((vector_size(kLanes * sizeof(float)), aligned(4)));
+typedef int lane_index __attribute__((vector_size(kLanes * sizeof(int))));
+
+// rows[i][j] <-> rows[j][i]: four rounds of two-source shuffles that swap the off-diagonal
+// blocks of 8x8, 4x4, 2x2 and 1x1 elements.
+inline void transpose(lane* rows) {
+  static_assert(kLanes == 16, "the shuffle masks are for 16 lanes");
+  const lane_index low[4] = {
+      {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+      {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+      {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+      {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}};
+  const lane_index high[4] = {
+      {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
+      {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
+      {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
+      {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}};
+#pragma GCC unroll 4
+  for (int round = 0; round < 4; ++round) {
+    const int h = 8 >> round;
+#pragma GCC unroll 16
+    for (int pair = 0; pair < kLanes / 2; ++pair) {
+      const int i = (pair / h) * 2 * h + pair % h;  // the pairs (i, i + h) with i / h even
+      const lane a = rows[i], b = rows[i + h];
+      rows[i] = __builtin_shuffle(a, b, low[round]);
+      rows[i + h] = __builtin_shuffle(a, b, high[round]);
+    }
+  }
+}
+
+// Lanes [0, count) of a tile: frame g0 + i, windowed, tap j in lane i of data[j * step] (step 1:
+// the frame's even and odd samples as the real and imaginary parts of an n_fft / 2-point FFT;
+// step 2, odd n_fft: the real parts of an n_fft-point FFT). Everything else in data (2 *
+// LaneFft(n_fft / step).size() lanes) is zeroed. Taps are read 16 per frame and transposed.
+void frame_tile(const Framing& f, int64_t g0, int64_t count, int64_t n_fft, lane* data) {
+  const int64_t step = n_fft % 2 == 1 ? 2 : 1;
+  if (step == 2) {
+    std::fill(data, data + 2 * n_fft, lane{});
+  } else {
+    std::fill(data + f.span, data + n_fft, lane{});
+  }
+  const float* clips[kLanes];
+  int64_t starts[kLanes];
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t g = g0 + i;
+    clips[i] = f.signal + (g / f.n_frames) * f.signal_length;
+    starts[i] = f.offset + (g % f.n_frames) * f.hop;
+  }
+  lane rows[kLanes];
+  for (int64_t j0 = 0; j0 < f.span; j0 += kLanes) {
+    const int64_t width = std::min<int64_t>(kLanes, f.span - j0);
+    lane window{};
+    if (width == kLanes) {
+      window = *reinterpret_cast<const lane_unaligned*>(f.window + j0);
+    } else {
+      for (int64_t j = 0; j < width; ++j) window[j] = f.window[j0 + j];
+    }
+    for (int64_t i = 0; i < kLanes; ++i) {
+      if (i >= count) {
+        rows[i] = lane{};
+        continue;
+      }
+      const int64_t start = starts[i] + j0;
+      if (width == kLanes && start >= 0 && start + kLanes <= f.signal_length) {
+        rows[i] = *reinterpret_cast<const lane_unaligned*>(clips[i] + start) * window;
+        continue;
+      }
+      lane taps{};
+      for (int64_t j = 0; j < width; ++j) {
+        const int64_t k = padded_index(start + j, f.signal_length, f.pad_mode);
+        taps[j] = k < 0 ? 0.f : clips[i][k];
+      }
+      rows[i] = taps * window;
+    }
+    transpose(rows);
+    for (int64_t j = 0; j < width; ++j) data[(j0 + j) * step] = rows[j];
+  }
+}
+
+// The spectra of a tile's frames: an FFT of n_fft / 2 points of the frames' even and odd samples
+// as real and imaginary parts (even n_fft), or of n_fft points (odd).
+class TileSpectrum {
+ public:
+  explicit TileSpectrum(int64_t n_fft)
+      : n_fft_(n_fft), fft_(n_fft % 2 == 0 ? n_fft / 2 : n_fft) {
+    if (n_fft % 2 == 0)
+      for (int64_t k = 0; k <= n_fft / 2; ++k) roots_.push_back(unit_root(k, n_fft));
+  }
+
+  int64_t n_fft() const { return n_fft_; }
+  int64_t n_freq() const { return n_fft_ / 2 + 1; }
+  const LaneFft& fft() const { return fft_; }
+
+  // power_t[k * kTile + i] = |X_i[k]|^2, k < n_freq, of the frames framed into data (frame_tile);
+  // data and scratch (2 fft().size() lanes each) are overwritten.
+  void power(lane* data, lane* scratch, float* power_t) const {
+    const lane* z = fft_.forward(data, scratch);
+    lane* out = reinterpret_cast<lane*>(power_t);
+    if (n_fft_ % 2 == 1) {
+      for (int64_t k = 0; k < n_freq(); ++k) out[k] = z[2 * k] * z[2 * k] + z[2 * k + 1] * z[2 * k + 1];
+      return;
+    }
+    // X[k] = E + w^k O: E, -i O the halves of Z[k] +- conj(Z[m - k]) (the even and odd samples'
+    // spectra), w = exp(-2 pi i / n_fft); Z[m] is Z[0].
+    const int64_t m = fft_.size();
+    for (int64_t k = 0; k <= m; ++k) {
+      const int64_t a = k == m ? 0 : k, b = k == 0 ? 0 : m - k;
+      const lane er = 0.5f * (z[2 * a] + z[2 * b]), ei = 0.5f * (z[2 * a + 1] - z[2 * b + 1]);
+      const lane odd_re = 0.5f * (z[2 * a + 1] + z[2 * b + 1]);
+      const lane odd_im = 0.5f * (z[2 * b] - z[2 * a]);
+      const Complex w = roots_[k];
+      const lane xr = er + odd_re * w.re - odd_im * w.im;
+      const lane xi = ei + odd_re * w.im + odd_im * w.re;
+      out[k] = xr * xr + xi * xi;
+    }
+  }
+
+  // lags[l * kTile + i] = sum_n x_i[n] x_i[n + l] for l < max_lag (even n_fft only, n_fft >=
+  // 2 * frame length - 1): the inverse real FFT of power_t, through an n_fft / 2-point forward
+  // FFT of the conjugated half-length spectrum.
+  void autocorrelation(const float* power_t, lane* data, lane* scratch, int64_t max_lag,
+                       float* lags) const {
+    const int64_t m = fft_.size();
+    const lane* p = reinterpret_cast<const lane*>(power_t);
+    for (int64_t k = 0; k < m; ++k) {  // conj(E + i w^-k D), E, D halves of P[k] +- P[m - k]
+      const lane e = 0.5f * (p[k] + p[m - k]), d = 0.5f * (p[k] - p[m - k]);
+      const Complex w = roots_[k];
+      data[2 * k] = e + d * w.im;
+      data[2 * k + 1] = -d * w.re;
+    }
+    const lane* z = fft_.forward(data, scratch);  // conj(z) / m: x[2n] + i x[2n + 1]
+    const float scale = 1.f / static_cast<float>(m);
+    lane* out = reinterpret_cast<lane*>(lags);
+    for (int64_t l = 0; l < max_lag; ++l)
+      out[l] = (l % 2 == 0 ? z[l] : -z[l]) * scale;
+  }
+
+ private:
+  int64_t n_fft_;
+  LaneFft fft_;
+  std::vector<Complex> roots_;  // exp(-2 pi i k / n_fft), k <= n_fft / 2
+};
+
+// Per-thread buffers of one tile, vector-aligned: FFT ping-pong buffers, power spectra
+// (n_freq, kTile) and the tile's output (channels, kTile).
+struct TileBuffers {
+  std::vector<lane> data, scratch, power, out;
+  TileBuffers(const TileSpectrum& spectrum, int64_t channels)
+      : data(2 * spectrum.fft().size()), scratch(2 * spectrum.fft().size()),
+        power(spectrum.n_freq()), out(channels) {}
+  float* power_t() { return reinterpret_cast<float*>(power.data()); }
+  float* out_t() { return reinterpret_cast<float*>(out.data()); }
+};
+
+// |X|^power from |X|^2, in place.
+void apply_power(float* power_t, int64_t values, float power) {
+  if (power == 2.f) return;
+  for (int64_t k = 0; k < values; ++k)
+    power_t[k] = power == 1.f ? std::sqrt(power_t[k]) : std::pow(power_t[k], 0.5f * power);
+}
+
 }  // namespace
 
-void frame_window(const float* signal, int64_t signal_length, int64_t n_frames, int64_t hop,
-                  int64_t offset, PadMode pad_mode, int64_t first, int64_t rows,
-                  const float* window, int64_t span, float* frames, int64_t frame_stride,
-                  int threads) {
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t g = first + r;
-    const float* clip = signal + (g / n_frames) * signal_length;
-    const int64_t start = offset + (g % n_frames) * hop;
-    float* dst = frames + r * frame_stride;
-    if (start >= 0 && start + span <= signal_length) {
-#pragma omp simd
-      for (int64_t j = 0; j < span; ++j) dst[j] = clip[start + j] * window[j];
-      continue;
-    }
-    for (int64_t j = 0; j < span; ++j) {
-      const int64_t i = padded_index(start + j, signal_length, pad_mode);
-      dst[j] = i < 0 ? 0.f : clip[i] * window[j];
-    }
-  }
-}
-
-void mel_project(const float* spec, int64_t rows, int64_t n_freq, int64_t first,
-                 int64_t n_frames, const MelFilters& filters, float power,
-                 float log_multiplier, float amin, float* out, int threads) {
-  const int64_t tiles = (rows + kTile - 1) / kTile;
+void melspectrogram(const Framing& framing, int64_t batch, int64_t n_fft,
+                    const MelFilters& filters, float power, float log_multiplier, float amin,
+                    float* out, int threads) {
+  const TileSpectrum spectrum(n_fft);
+  const int64_t total = batch * framing.n_frames, tiles = (total + kTile - 1) / kTile;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> power_t(n_freq * kTile), mel_t(filters.n_mels * kTile);
+    TileBuffers buffers(spectrum, filters.n_mels);
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < tiles; ++i) {
-      const int64_t r0 = i * kTile, count = std::min(kTile, rows - r0);
-      tile_power(spec + 2 * r0 * n_freq, count, n_freq, power, power_t.data());
-      tile_project(power_t.data(), filters, log_multiplier, amin, mel_t.data());
-      tile_store(mel_t.data(), first + r0, count, filters.n_mels, n_frames, out);
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t g0 = t * kTile, count = std::min(kTile, total - g0);
+      frame_tile(framing, g0, count, n_fft, buffers.data.data());
+      spectrum.power(buffers.data.data(), buffers.scratch.data(), buffers.power_t());
+      apply_power(buffers.power_t(), spectrum.n_freq() * kTile, power);
+      tile_project(buffers.power_t(), filters, log_multiplier, amin, buffers.out_t());
+      tile_store(buffers.out_t(), g0, count, filters.n_mels, framing.n_frames, out);
     }
   }
 }
 
-void power_in_place(float* spec, int64_t rows, int64_t n_freq, int threads) {
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t r = 0; r < rows; ++r) {
-    float* row = spec + 2 * r * n_freq;
-    for (int64_t f = 0; f < n_freq; ++f) {
-      row[2 * f] = row[2 * f] * row[2 * f] + row[2 * f + 1] * row[2 * f + 1];
-      row[2 * f + 1] = 0.f;
-    }
-  }
-}
-
-void lag_store(const float* lags, int64_t rows, int64_t row_stride, int64_t first,
-               int64_t n_frames, int64_t max_lag, bool normalize, float* out, int threads) {
-  const int64_t tiles = (rows + kTile - 1) / kTile;
+void tempogram(const Framing& framing, int64_t batch, int64_t n_fft, int64_t max_lag,
+               bool normalize, float* out, int threads) {
+  const TileSpectrum spectrum(n_fft);
+  const int64_t total = batch * framing.n_frames, tiles = (total + kTile - 1) / kTile;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> tile(max_lag * kTile);
+    TileBuffers buffers(spectrum, max_lag);
+    float* lags = buffers.out_t();
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < tiles; ++i) {
-      const int64_t r0 = i * kTile, count = std::min(kTile, rows - r0);
-      for (int64_t j = 0; j < count; ++j) {
-        const float* row = lags + (r0 + j) * row_stride;
-        // lag 0 is the frame's energy and its largest |autocorrelation| (Cauchy-Schwarz)
-        const float scale = normalize && row[0] >= kTinyFloat ? 1.f / row[0] : 1.f;
-        for (int64_t l = 0; l < max_lag; ++l) tile[l * kTile + j] = row[l] * scale;
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t g0 = t * kTile, count = std::min(kTile, total - g0);
+      frame_tile(framing, g0, count, n_fft, buffers.data.data());
+      spectrum.power(buffers.data.data(), buffers.scratch.data(), buffers.power_t());
+      spectrum.autocorrelation(buffers.power_t(), buffers.data.data(), buffers.scratch.data(),
+                               max_lag, lags);
+      if (normalize) {  // lag 0 is the frame's energy and its largest |autocorrelation|
+        const lane energy = reinterpret_cast<const lane*>(lags)[0];
+        const lane scale = energy >= kTinyFloat ? 1.f / energy : lane{} + 1.f;
+        for (int64_t l = 0; l < max_lag; ++l) reinterpret_cast<lane*>(lags)[l] *= scale;
       }
-      tile_store(tile.data(), first + r0, count, max_lag, n_frames, out);
+      tile_store(lags, g0, count, max_lag, framing.n_frames, out);
     }
   }
 }

@@ -6,14 +6,14 @@
   ``dlr_engine::melspec_fused`` / ``dlr_engine::melspec_fused_backward``. CUDA tensors, or CPU
   tensors under ``TRITON_INTERPRET=1`` when asked for explicitly.
 - ``cpu``: the fastest formulation measured on CPU. Float32 without a gradient (inference,
-  feature extraction, a front-end of fixed filters): per chunk of ``spectral_cpu.CHUNK_FRAMES`` frames,
-  the C++ kernels of ``csrc/cpu/mel_cpu_kernel.cpp`` write the windowed frames, torch's FFT
-  (MKL / pocketfft) transforms them, and the C++ kernels take power, project on the mel matrix
-  without its zeros (~1,000 of 65,664 entries are non-zero at the DLR geometry) and take the
-  log, straight into the output (custom op ``dlr_engine::melspec_cpu``). With a gradient, or
-  float64, or without the compiled extension: the same chunks in torch ops (frame + window as
-  one copy, ``torch.fft.rfft``, power, the projection restricted to the band of FFT bins each
-  group of ``MEL_BAND_ROWS`` filters touches), differentiable by torch autograd.
+  feature extraction, a front-end of fixed filters): the fused C++ kernel
+  (``spectral_cpu.melspectrogram``: per tile of 16 frames, framing + window, a batched FFT
+  with the frames in the vector lanes, power, the projection on the mel matrix without its
+  zeros (~1,000 of 65,664 entries are non-zero at the DLR geometry) and the log, straight into
+  the output; custom op ``dlr_engine::melspec_cpu``). With a gradient, or float64, or without
+  the compiled extension: chunks of ``CHUNK_FRAMES`` frames in torch ops (frame + window as one
+  copy, ``torch.fft.rfft``, power, the projection restricted to the band of FFT bins each group
+  of ``MEL_BAND_ROWS`` filters touches), differentiable by torch autograd.
 - ``torch``: the plain reference (``torch.stft`` + matmul), any device and dtype.
 
 ``backend=`` forces one (raising, with every backend's reasons, when it cannot run);
@@ -40,6 +40,9 @@ TRITON_DTYPES = (torch.float32, torch.float16)
 MEL_BAND_ROWS = 16
 """Mel filters per band of the cpu backend's sparse projection (7.6x fewer multiply-adds than
 the dense matrix for 128 Slaney or HTK filters, in 8 matmuls)."""
+
+CHUNK_FRAMES = 512
+"""Frames per chunk of the cpu backend's torch formulation (frames and spectra stay in cache)."""
 
 BandSpec = tuple[tuple[int, int, int, int], ...]
 
@@ -186,7 +189,7 @@ def _melspectrogram_chunks(x: Tensor, window: Tensor, mel_fb: Tensor, n_fft: int
     window = _padded(window, n_fft)
     frames = padded.unfold(-1, n_fft, hop_length)  # (batch, frames, n_fft), a view
     n_frames = frames.shape[1]
-    chunk_frames = spectral_cpu.CHUNK_FRAMES
+    chunk_frames = CHUNK_FRAMES
     rows_per_chunk = max(1, chunk_frames // n_frames)
     rows = []
     for row in range(0, x.shape[0], rows_per_chunk):
@@ -207,14 +210,10 @@ def melspec_cpu(x: Tensor, window: Tensor, starts: Tensor, lengths: Tensor, offs
     (win_length,), the filters of ``CpuMelPlan`` -> (batch, n_mels, frames)."""
     if center:
         check_padding(x.shape[1], n_fft, pad_mode)
-    n_frames = frame_count(x.shape[1], n_fft, hop_length, center)
-    out = torch.empty(x.shape[0], starts.shape[0], n_frames)
     offset = (n_fft - window.shape[0]) // 2 - (n_fft // 2 if center else 0)
-    for first, spectra in spectral_cpu.windowed_spectra(x, offset, n_frames, hop_length, window,
-                                                        n_fft, pad_mode):
-        spectral_cpu.project_mel(spectra, first, starts, lengths, offsets, weights, power,
-                                 log_multiplier, amin, out)
-    return out
+    return spectral_cpu.melspectrogram(x, offset, frame_count(x.shape[1], n_fft, hop_length, center),
+                                       hop_length, window, n_fft, pad_mode, starts, lengths,
+                                       offsets, weights, power, log_multiplier, amin)
 
 
 @melspec_cpu.register_fake

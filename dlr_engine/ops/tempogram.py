@@ -10,9 +10,9 @@ Shapes: onset envelopes ``(batch, onset_frames)``; tempograms ``(batch, win_leng
 (row = lag in onset frames).
 
 On CPU, float32 without a gradient and with ``norm`` ``math.inf`` or None, the autocorrelation
-runs as the custom op ``dlr_engine::tempogram_cpu``: C++ framing, torch's rfft, C++ power,
-torch's irfft, C++ normalisation straight into the output layout (``ops/spectral_cpu.py``);
-elsewhere as batched torch ops.
+runs as the custom op ``dlr_engine::tempogram_cpu``: the fused C++ kernel (framing, FFT, power,
+inverse FFT and normalisation per tile of frames, straight into the output layout;
+``ops/spectral_cpu.py``); elsewhere as batched torch ops.
 """
 from __future__ import annotations
 
@@ -49,9 +49,11 @@ def linear_ramp_pad(x: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def fft_size(size: int) -> int:
-    """The smallest ``2^a 3^b 5^c >= 2 * size - 1``: zero padding for a linear (not circular)
-    autocorrelation of ``size`` points that the FFT handles fast (768 for 384, not 1024)."""
-    n = max(2 * size - 1, 1)
+    """The smallest even ``2^a 3^b 5^c >= 2 * size - 1``: zero padding for a linear (not
+    circular) autocorrelation of ``size`` points that the FFTs handle fast (768 for 384, not
+    1024; even for the C++ kernel's half-length real FFT)."""
+    n = max(2 * size - 1, 2)
+    n += n % 2
     while True:
         m = n
         for p in (2, 3, 5):
@@ -59,7 +61,7 @@ def fft_size(size: int) -> int:
                 m //= p
         if m == 1:
             return n
-        n += 1
+        n += 2
 
 
 def lag_cosines(n_fft: int, max_lag: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -134,17 +136,8 @@ def tempogram_cpu(onsets: torch.Tensor, window: torch.Tensor, n_frames: int, fra
     """Autocorrelation tempogram on CPU in float32: frame ``j`` of ``onsets`` (batch, n) is
     ``onsets[:, j * frame_hop:][:, :win_length] * window``; returns (batch, win_length,
     n_frames), each frame divided by its lag-0 value when ``normalize``."""
-    win_length = window.shape[0]
-    n_fft = fft_size(win_length)
-    out = torch.empty(onsets.shape[0], win_length, n_frames)
-    lags = torch.empty(spectral_cpu.chunk_rows(onsets.shape[0] * n_frames), n_fft)
-    for first, spectra in spectral_cpu.windowed_spectra(onsets, 0, n_frames, frame_hop, window,
-                                                        n_fft):
-        rows = lags[:spectra.shape[0]]
-        spectral_cpu.power_in_place(spectra)
-        torch.fft.irfft(spectra, n=n_fft, out=rows)
-        spectral_cpu.store_lags(rows, first, normalize, out)
-    return out
+    return spectral_cpu.tempogram(onsets, n_frames, frame_hop, window, fft_size(window.shape[0]),
+                                  normalize)
 
 
 @tempogram_cpu.register_fake
