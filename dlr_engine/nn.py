@@ -9,15 +9,7 @@ from torch import nn
 
 from .config import DLRConfig
 from .ops import dlr
-
-
-def peak_abs(x: torch.Tensor) -> torch.Tensor:
-    """The authors' preprocessing, per clip: ``|x / max|x||`` (clips of silence stay 0).
-
-    x: (batch, samples) -> same shape.
-    """
-    peak = x.abs().amax(dim=-1, keepdim=True)
-    return (x / torch.where(peak > 0, peak, torch.ones_like(peak))).abs()
+from .ops.preprocess import peak_abs
 
 
 class DLR(nn.Module):

@@ -19,6 +19,7 @@ namespace {
 
 using ForwardFn = decltype(&dlr::generic::forward);
 using BackwardFn = decltype(&dlr::generic::backward);
+using PeakAbsFn = decltype(&dlr::generic::peak_abs);
 using MelspectrogramFn = decltype(&dlr::generic::melspectrogram);
 using TempogramFn = decltype(&dlr::generic::tempogram);
 
@@ -26,13 +27,14 @@ struct Kernels {
   std::string isa;
   ForwardFn forward;
   BackwardFn backward;
+  PeakAbsFn peak_abs;
   MelspectrogramFn melspectrogram;
   TempogramFn tempogram;
 };
 
 #define DLR_KERNEL_SET(isa) \
-  Kernels { #isa, &dlr::isa::forward, &dlr::isa::backward, &dlr::isa::melspectrogram, \
-            &dlr::isa::tempogram }
+  Kernels { #isa, &dlr::isa::forward, &dlr::isa::backward, &dlr::isa::peak_abs, \
+            &dlr::isa::melspectrogram, &dlr::isa::tempogram }
 
 // Kernel sets this CPU can run, best first (CPUID).
 std::vector<Kernels> supported_kernels() {
@@ -135,6 +137,14 @@ PYBIND11_MODULE(_dlr_cpu, m) {
       },
       "Per-(batch, branch) gradient parts, zero-initialised by the caller; grad_x_parts may "
       "be 0 (not needed).");
+  m.def(
+      "peak_abs",
+      [](uintptr_t x, int64_t batch, int64_t samples, uintptr_t out, int threads) {
+        py::gil_scoped_release release;
+        kernels().peak_abs(as_ptr<const float>(x), batch, samples, as_ptr<float>(out), threads);
+      },
+      "out (batch, samples) <- |x / max|x||, per row (a silent row stays 0; a NaN makes the row "
+      "NaN).");
   m.def(
       "melspectrogram",
       [](uintptr_t signal, int64_t batch, int64_t signal_length, int64_t n_frames, int64_t hop,

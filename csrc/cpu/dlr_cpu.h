@@ -14,6 +14,8 @@ namespace dlr {
   void backward(const float* grad_out, const float* x, const float* w, const float* b,       \
                 const int64_t* dilations, float* grad_x_parts, float* grad_w_parts,          \
                 float* grad_b_parts, const Geometry& geo, int threads);                      \
+  /* out[n, t] = |x[n, t] / max_t |x[n, t]|| (clips of silence: |x|), rows in parallel */    \
+  void peak_abs(const float* x, int64_t batch, int64_t samples, float* out, int threads);    \
   }
 
 DLR_DECLARE_CPU_KERNELS(generic)

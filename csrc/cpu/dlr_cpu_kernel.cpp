@@ -6,9 +6,13 @@
 // registers. The register tile is DLR_CHANNEL_GROUP channels x (2 * DLR_VEC_FLOATS) time
 // steps; every tap loads two vectors of x and issues 2 * DLR_CHANNEL_GROUP FMAs.
 // Work is split by OpenMP over (batch, branch, frame block) forward and (batch, branch)
-// backward; each work item owns its outputs, so results do not depend on the thread count.
+// backward, handed out dynamically (a thread that shares its core with decode threads takes
+// fewer items instead of holding the others at the barrier); each work item owns its outputs,
+// so results do not depend on the thread count or the schedule.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "dlr_cpu.h"
@@ -206,7 +210,7 @@ void forward(const float* x, const float* w, const float* b, const int64_t* dila
              float* out, const Geometry& geo, int threads) {
   const int64_t blocks = (geo.frames + kFramesPerItem - 1) / kFramesPerItem;
   const int64_t items = geo.batch * geo.branches * blocks;
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t item = 0; item < items; ++item) {
     const int64_t block = item % blocks;
     const int64_t branch = (item / blocks) % geo.branches;
@@ -229,6 +233,25 @@ void backward(const float* grad_out, const float* x, const float* w, const float
     backward_item(grad_out, x, w, b, geo, n, branch, dilations[branch], gx,
                   grad_w_parts + item * geo.channels * geo.taps,
                   grad_b_parts + item * geo.channels);
+  }
+}
+
+void peak_abs(const float* x, int64_t batch, int64_t samples, float* out, int threads) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t n = 0; n < batch; ++n) {
+    const float* row = x + n * samples;
+    float* dst = out + n * samples;
+    float peak = 0.f;
+    bool nan = false;
+#pragma omp simd reduction(max : peak) reduction(|| : nan)
+    for (int64_t t = 0; t < samples; ++t) {
+      peak = std::max(peak, std::fabs(row[t]));
+      nan = nan || row[t] != row[t];
+    }
+    // as torch: a NaN peak makes the whole clip NaN; a silent clip is divided by 1
+    const float divisor = nan ? std::numeric_limits<float>::quiet_NaN() : peak > 0.f ? peak : 1.f;
+#pragma omp simd
+    for (int64_t t = 0; t < samples; ++t) dst[t] = std::fabs(row[t] / divisor);
   }
 }
 

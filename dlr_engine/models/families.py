@@ -72,7 +72,7 @@ MCCLSTM_HOP = 1024
 MCCLSTM_WINDOW_NAME = "blackmanharris"
 RAW_AUDIO = "mono float at sample_rate, no normalisation"
 PEAK_ABS = "per clip x / max|x| (skipped when 0), then |x|"
-"""The DLR authors' preprocessing (``dlr_engine.nn.peak_abs``), as saved models describe it."""
+"""The DLR authors' preprocessing (``dlr_engine.ops.preprocess.peak_abs``), as saved models describe it."""
 
 
 def checked_head_sizes(n_tags: int, n_styles: int, n_tempo_classes: int) -> dict[str, int]:

@@ -6,6 +6,7 @@ listing every backend and why it declined, when the forced one cannot run.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from dataclasses import dataclass
@@ -31,12 +32,9 @@ class Backend:
         return importlib.import_module(self.module, __package__)
 
     def load_error(self) -> str | None:
-        """Why the launcher cannot be imported, or None."""
-        try:
-            self.launcher()
-        except Exception as exc:  # any import failure makes the backend unavailable
-            return f"{type(exc).__name__}: {exc}"
-        return None
+        """Why the launcher cannot be imported, or None (tried once per process: a failed
+        import is not cached by Python and costs a search of sys.path on every dispatch)."""
+        return _load_error(self.module)
 
     def not_supported_reasons(self, device_type: str | None = None,
                               dtype: torch.dtype | None = None) -> list[str]:
@@ -53,6 +51,15 @@ class Backend:
             names = ", ".join(str(d).removeprefix("torch.") for d in self.dtypes)
             reasons.append(f"supports {names}, input is {str(dtype).removeprefix('torch.')}")
         return reasons + self.extra_reasons(device_type)
+
+
+@functools.lru_cache(maxsize=None)
+def _load_error(module: str) -> str | None:
+    try:
+        importlib.import_module(module, __package__)
+    except Exception as exc:  # any import failure makes the backend unavailable
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _triton_device_reasons(device_type: str | None) -> list[str]:
