@@ -3,8 +3,11 @@ on 30 s clips at 8 kHz (240,000 samples) with the published geometry (4 branches
 channels, 16 taps, dilations 1, 13, 169, 2197, pool 256).
 
 Providers: ``eager`` (the plain-torch reference ``dlr_engine.ops.dlr_reference``, the
-baseline), ``compile`` (``torch.compile`` of that reference, shapes static), and the fused
-backends of ``dlr_engine.ops.dlr``: ``cpu`` on CPU, ``triton`` and ``cuda`` on a GPU.
+baseline), ``compile`` (``torch.compile`` of that reference, shapes static), the fused
+backends of ``dlr_engine.ops.dlr``: ``cpu`` on CPU, ``triton`` and ``cuda`` on a GPU, and
+``cpu_bf16`` (``dlr_engine.ops.dlr_op.dlr_bf16``: x and weights rounded to bfloat16, float32
+sums; forward only, CPUs with AVX512_BF16; its ``% peak`` is against the float32 matmul peak,
+which VDPBF16PS can exceed up to 2x).
 
 Work per call, the same count for every provider so that GFLOP/s ratios equal time ratios:
 
@@ -36,6 +39,7 @@ import torch
 from dlr_engine.config import PAPER, DLRConfig
 from dlr_engine.nn import DLR
 from dlr_engine.ops import dlr, dlr_reference, explain
+from dlr_engine.ops.dlr_op import dlr_bf16, dlr_bf16_supported
 
 from .harness import Call, Case, bench_device
 
@@ -71,6 +75,8 @@ class Provider:
     triton: bool = False
     materializes: bool = False
     """Allocates the full-rate (batch, 128, T) maps (the eager memory estimate applies)."""
+    forward_only: bool = False
+    """Inference only: no forward+backward rows."""
 
 
 def _reference(config: DLRConfig) -> Callable:
@@ -91,10 +97,17 @@ def _backend(name: str) -> Callable[[DLRConfig], Callable]:
     return build
 
 
+def _bf16(config: DLRConfig) -> Callable:
+    def op(x, weight, bias):
+        return dlr_bf16(x, weight, bias, config.dilations, config.pool)
+    return op
+
+
 PROVIDERS = (
     Provider("eager", _reference, ("cpu", "cuda"), materializes=True),
     Provider("compile", _compiled, ("cpu", "cuda"), materializes=True),
     Provider("cpu", _backend("cpu"), ("cpu",), backend="cpu"),
+    Provider("cpu_bf16", _bf16, ("cpu",), backend="cpu", forward_only=True),
     Provider("triton", _backend("triton"), ("cuda",), backend="triton", triton=True),
     Provider("cuda", _backend("cuda"), ("cuda",), backend="cuda"),
 )
@@ -145,8 +158,12 @@ def memory_skip_reason(provider: Provider, batch: int, samples: int, backward: b
             f"(runs when under {MEMORY_HEADROOM:.0%} of it)")
 
 
-def availability_reason(provider: Provider, device: str) -> str | None:
+def availability_reason(provider: Provider, device: str, backward: bool = False) -> str | None:
     """Why a dlr_engine backend cannot run float32 on ``device`` now, or None."""
+    if provider.forward_only and backward:
+        return "inference only (bfloat16 forward)"
+    if provider.name == "cpu_bf16" and not dlr_bf16_supported():
+        return "this CPU has no AVX512_BF16"
     if provider.backend is None:
         return None
     reasons = explain(device, torch.float32)[provider.backend]
@@ -195,7 +212,7 @@ def cases(quick: bool) -> list[Case]:
         op = "dlr_fwd_bwd" if backward else "dlr_fwd"
         for batch in BATCHES[device, quick]:
             for provider in providers_on(device):
-                skip = (availability_reason(provider, device)
+                skip = (availability_reason(provider, device, backward)
                         or memory_skip_reason(provider, batch, samples, backward, device))
                 result.append(Case(
                     op=op, provider=provider.name, shape=f"{batch}x{samples}", batch=batch,

@@ -16,6 +16,8 @@ Providers, each call processing the whole corpus and returning the number of tra
   call includes the engine's start-up and the writing; `WORKERS` decode workers
   (``default_workers()``: 0 on two cores or fewer, i.e. ``decode_threads()`` decode threads,
   one per core).
+- ``engine_bf16``: the same with ``DLR(precision="bfloat16")`` (the DLR in bfloat16 precision,
+  ``extract --precision bfloat16``; CPUs with AVX512_BF16).
 - ``decode_floor``: decode + downmix + resample to 8 kHz of every file with
   ``dlr_engine.audio.decode.load`` and no model, with the same parallelism (0 workers: a pool
   of ``decode_threads()`` threads in this process; n: a pool of n processes, its start-up
@@ -47,6 +49,7 @@ from dlr_engine.engine.extraction import default_workers
 from dlr_engine.engine.pipeline import decode_threads
 from dlr_engine.engine.worker import process_context
 from dlr_engine.nn import DLR
+from dlr_engine.ops.dlr_op import dlr_bf16_supported
 
 from .harness import Call, Case, bench_device
 from .suite_mel import missing_library
@@ -130,8 +133,8 @@ def _naive(files: list[Path], device: str) -> Call:
     return run
 
 
-def _engine(files: list[Path], device: str) -> Call:
-    model = DLR()
+def _engine(files: list[Path], device: str, precision: str = "float32") -> Call:
+    model = DLR(precision=precision)
     folder = files[0].parent
 
     def run() -> int:
@@ -175,8 +178,14 @@ class Provider:
     unavailable: Callable[[], str | None] = lambda: None
 
 
+def _bf16_missing() -> str | None:
+    return None if dlr_bf16_supported() else "this CPU has no AVX512_BF16"
+
+
 PROVIDERS = (Provider(BASELINE, _naive, lambda: missing_library("librosa")),
              Provider("engine", _engine),
+             Provider("engine_bf16", lambda files, device: _engine(files, device, "bfloat16"),
+                      _bf16_missing),
              Provider("decode_floor", _decode_floor))
 
 

@@ -238,7 +238,7 @@ def extract_ray(paths, out: str | os.PathLike, *,
                 shard: tuple[int, int] | None = None, address: str | None = None,
                 num_cpus: int | None = None, actors: int | None = None,
                 retry_failed: bool = False, overwrite: bool = False,
-                progress: bool = True) -> dict:
+                progress: bool = True, precision: str | None = None) -> dict:
     """``dlr_engine.extract(paths, out=...)`` on Ray: the same files, outputs, manifest and
     summary dict, and the same resume (either engine resumes the other's runs).
 
@@ -254,7 +254,7 @@ def extract_ray(paths, out: str | os.PathLike, *,
 
     job = Job(representations, model, device="cpu", batch_size=batch_size, workers=0,
               segment_seconds=segment_seconds, hop_seconds=hop_seconds, tail=tail,
-              continuous=continuous, dtype=dtype, pad_short=pad_short)
+              continuous=continuous, dtype=dtype, pad_short=pad_short, precision=precision)
     corpus = discover(paths, shard)
     with _connected(address, num_cpus):
         return write_corpus(job, corpus, out, shard, progress, retry_failed, overwrite,

@@ -9,7 +9,12 @@ from torch import nn
 
 from .config import DLRConfig
 from .ops import dlr
+from .ops.dlr_op import dlr_bf16
 from .ops.preprocess import peak_abs
+
+PRECISIONS = ("float32", "bfloat16")
+"""``DLR(precision=...)``: float32, or bfloat16 inputs and weights with float32 sums (CPU
+inference on AVX512_BF16, ``dlr_engine.ops.dlr_op.dlr_bf16``)."""
 
 
 class DLR(nn.Module):
@@ -21,13 +26,17 @@ class DLR(nn.Module):
     preprocess: "peak_abs" (the published model's ``|x / max|x||`` per clip) or None.
     pad: zero-pad clips shorter than one output frame instead of raising.
     backend: force a backend of ``dlr_engine.ops.dlr`` (default: automatic / DLR_ENGINE_BACKEND).
+    precision: "float32", or "bfloat16" (``PRECISIONS``; inference on CPUs with AVX512_BF16,
+    ~2x faster, features within ~1 % of float32; raises where it cannot run).
     """
 
     def __init__(self, n_branches: int = 4, channels: int = 32, kernel_size: int = 16,
                  dilation_base: int = 13, dilations: tuple[int, ...] | None = None,
                  pool: int = 256, preprocess: str | None = "peak_abs", pad: bool = False,
-                 backend: str | None = None) -> None:
+                 backend: str | None = None, precision: str = "float32") -> None:
         super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if preprocess not in ("peak_abs", None):
             raise ValueError(f"preprocess must be 'peak_abs' or None, got {preprocess!r}")
         self.config = DLRConfig(n_branches=n_branches, channels=channels, kernel_size=kernel_size,
@@ -36,6 +45,7 @@ class DLR(nn.Module):
         self.preprocess = preprocess
         self.pad = pad
         self.backend = backend
+        self.precision = precision
         self.weight = nn.Parameter(torch.empty(n_branches, channels, kernel_size))
         self.bias = nn.Parameter(torch.empty(n_branches, channels))
         self.reset_parameters()
@@ -70,9 +80,12 @@ class DLR(nn.Module):
             x = F.pad(x, (0, self.min_samples - x.shape[-1]))
         if self.preprocess == "peak_abs":
             x = peak_abs(x)
+        if self.precision == "bfloat16":
+            return dlr_bf16(x, self.weight, self.bias, self.dilations, self.config.pool)
         return dlr(x, self.weight, self.bias, self.dilations, self.config.pool, backend=self.backend)
 
     def extra_repr(self) -> str:
         c = self.config
         return (f"branches={c.n_branches}, channels={c.channels}, kernel_size={c.kernel_size}, "
-                f"dilations={c.dilations}, pool={c.pool}, preprocess={self.preprocess}")
+                f"dilations={c.dilations}, pool={c.pool}, preprocess={self.preprocess}"
+                + (f", precision={self.precision}" if self.precision != "float32" else ""))

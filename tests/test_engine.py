@@ -26,6 +26,7 @@ from dlr_engine.engine.pipeline import Batcher, Item, TrackState
 from dlr_engine.engine.writer import NpyStream, Store
 from dlr_engine.models.dlr_source import DLRSourceTaskNet
 from dlr_engine.nn import DLR
+from dlr_engine.ops import dlr_cpu
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -504,3 +505,22 @@ def test_continuous_mode_equals_the_one_shot_dlr(tmp_path):
     with torch.no_grad():
         expected = model(torch.from_numpy(audio)[None]).numpy()
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "dlr" / "a.wav.npy"), expected)
+
+
+@pytest.mark.skipif(not dlr_cpu.bf16_supported(), reason="this CPU has no AVX512_BF16")
+def test_bfloat16_precision_run(tmp_path):
+    corpus(tmp_path / "in", seconds=(3.0, 2.2))
+    model = tagger()
+    options = dict(model=model, workers=0, segment_seconds=2.0, progress=False)
+    fp32 = {r.path: r for r in extract(tmp_path / "in", **options)}
+    bf16 = {r.path: r for r in extract(tmp_path / "in", precision="bfloat16", **options)}
+    assert model.dlr.precision == "float32"                       # the caller's model is kept
+    for path, result in fp32.items():
+        a, b = result.features["dlr"], bf16[path].features["dlr"]
+        assert a.shape == b.shape and np.linalg.norm(b - a) <= 1e-2 * np.linalg.norm(a)
+    out = tmp_path / "out"
+    assert extract(tmp_path / "in", out=out, **options)["ok"] == 2
+    summary = extract(tmp_path / "in", out=out, precision="bfloat16", **options)
+    assert (summary["ok"], summary["skipped"]) == (2, 0)           # another parameters hash
+    with pytest.raises(ValueError, match="precision"):
+        extract(tmp_path / "in", out=out, precision="float16", **options)

@@ -26,4 +26,14 @@ DLR_DECLARE_CPU_KERNELS(avx512)
 
 #undef DLR_DECLARE_CPU_KERNELS
 
+#if defined(DLR_HAVE_X86_VARIANTS)
+// The forward in bfloat16 precision (dlr_cpu_bf16_kernel.cpp): CPUs with AVX512_BF16 only.
+namespace avx512bf16 {
+// Even taps, channels a multiple of 8, pool a multiple of 32.
+bool forward_bf16_supports(const Geometry& geo);
+void forward_bf16(const float* x, const float* w, const float* b, const int64_t* dilations,
+                  float* out, const Geometry& geo, int threads);
+}  // namespace avx512bf16
+#endif
+
 }  // namespace dlr

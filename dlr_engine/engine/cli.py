@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--shard", type=_shard, default=None,
                         help="I/N: process the I-th of N interleaved parts (0-based)")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default=None,
+                        help="the DLR's arithmetic: float32 (default) or bfloat16 (~2x faster "
+                             "DLR, features within ~1 %%; CPUs with AVX512_BF16)")
     parser.add_argument("--pad-short", action="store_true",
                         help="zero-pad tracks shorter than the model's minimum input")
     parser.add_argument("--retry-failed", action="store_true",
@@ -71,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, segment_seconds=args.segment_seconds,
         hop_seconds=args.hop_seconds, shard=args.shard, dtype=args.dtype,
         pad_short=args.pad_short, progress=not args.no_progress, tail=args.tail,
-        continuous=args.continuous, retry_failed=args.retry_failed, overwrite=args.overwrite)
+        continuous=args.continuous, retry_failed=args.retry_failed, overwrite=args.overwrite,
+        precision=args.precision)
     if args.engine == "ray":
         if args.workers is not None:
             raise ValueError("--workers is for --engine local: Ray schedules the decode tasks")

@@ -8,6 +8,7 @@ model's outputs, streamed, batched across files, resumable.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from torch import nn
 
 from ..audio.segment import TAIL_POLICIES
 from ..config import DLRConfig
-from ..nn import DLR
+from ..nn import DLR, PRECISIONS
 from .discover import Corpus, discover
 from .pipeline import ModelRunner, Pipeline, Sink, TrackState, find_module
 from .worker import DecodePlan
@@ -84,6 +85,29 @@ def _resolve_model(model: str | os.PathLike | nn.Module | None) -> nn.Module | N
     return load_model(model)
 
 
+def _with_precision(model: nn.Module | None, precision: str | None,
+                    device: torch.device) -> nn.Module | None:
+    """The model with every DLR front-end at ``precision`` (a copy when that changes one; None:
+    as the model is). bfloat16 is checked here, before any file is touched."""
+    if precision is None or model is None:
+        return model
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bfloat16":
+        from ..ops import dlr_cpu
+        if device.type != "cpu" or not dlr_cpu.bf16_supported():
+            raise ValueError("precision='bfloat16' runs on CPUs with AVX512_BF16 (device="
+                             f"{device}, this CPU has it: {dlr_cpu.bf16_supported()}); use "
+                             "precision='float32'")
+    if all(m.precision == precision for m in model.modules() if isinstance(m, DLR)):
+        return model
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if isinstance(module, DLR):
+            module.precision = precision
+    return model
+
+
 def _resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -127,13 +151,14 @@ class Job:
 
     def __init__(self, representations: str | Iterable[str], model, device, batch_size: int,
                  workers: int | None, segment_seconds: float, hop_seconds: float | None,
-                 tail: str, continuous: bool, dtype: str, pad_short: bool) -> None:
+                 tail: str, continuous: bool, dtype: str, pad_short: bool,
+                 precision: str | None = None) -> None:
         _check_options(batch_size, workers, segment_seconds, hop_seconds, tail, dtype)
         self.features = _parse_representations(representations)
         self.dtype, self.batch_size, self.continuous = dtype, batch_size, continuous
         self.workers = default_workers() if workers is None else workers
         self.device = _resolve_device(device)
-        self.model = _resolve_model(model)
+        self.model = _with_precision(_resolve_model(model), precision, self.device)
         self.label_names = dict(getattr(self.model, "label_names", None) or {})
         dlr = find_module(self.model, DLR) if self.model is not None else None
         if "dlr" in self.features and dlr is None:
@@ -441,7 +466,8 @@ def extract(paths, out: str | os.PathLike | None = None,
             segment_seconds: float = 30.0, hop_seconds: float | None = None,
             shard: tuple[int, int] | None = None, dtype: str = "float32",
             pad_short: bool = False, progress: bool = True, *, tail: str = "end",
-            continuous: bool = False, retry_failed: bool = False, overwrite: bool = False):
+            continuous: bool = False, retry_failed: bool = False, overwrite: bool = False,
+            precision: str | None = None):
     """Extract features and model outputs from a corpus.
 
     paths: a glob (``**`` and ``{mp3,flac}`` allowed), a directory, a manifest (.txt/.csv/
@@ -467,12 +493,16 @@ def extract(paths, out: str | os.PathLike | None = None,
     dtype: ``float32`` or ``float16`` for feature and embedding arrays.
     pad_short: zero-pad tracks shorter than the model's minimum input instead of failing them.
     progress: show a progress bar (tracks, audio hours, x-realtime, failures).
+    precision: the DLR front-end's arithmetic, ``float32`` or ``bfloat16`` (inputs and weights
+      rounded to bfloat16, float32 sums: ~2x the DLR throughput, features within ~1 %; CPUs
+      with AVX512_BF16); None: as the model is (float32 unless built otherwise). Part of the
+      parameters hash, so a rerun in the other precision recomputes.
 
     Worker processes start from a fresh interpreter (forkserver or spawn) that imports the
     calling script: call this under ``if __name__ == "__main__":`` in scripts.
     """
     job = Job(representations, model, device, batch_size, workers, segment_seconds, hop_seconds,
-              tail, continuous, dtype, pad_short)
+              tail, continuous, dtype, pad_short, precision)
     corpus = discover(paths, shard)
     if out is None:
         return _iterate(job, corpus, progress)
