@@ -15,7 +15,7 @@ Providers, each call processing the whole corpus and returning the number of tra
   30 s segments batched across files, the fused kernel, arrays and tables written to disk. The
   call includes the engine's start-up and the writing; `WORKERS` decode workers
   (``default_workers()``: 0 on two cores or fewer, i.e. ``decode_threads()`` decode threads,
-  one per core).
+  one per core plus one).
 - ``engine_bf16``: the same with ``DLR(precision="bfloat16")`` (the DLR in bfloat16 precision,
   ``extract --precision bfloat16``; CPUs with AVX512_BF16).
 - ``decode_floor``: decode + downmix + resample to 8 kHz of every file with

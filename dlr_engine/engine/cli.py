@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="segments per model call")
     parser.add_argument("--workers", type=int, default=None,
                         help="decode processes (default: cores - 1, or 0 on 2 cores or fewer; "
-                             "0: decode threads in this process, one per core)")
+                             "0: decode threads in this process, one per core plus one)")
     parser.add_argument("--segment-seconds", type=float, default=30.0)
     parser.add_argument("--hop-seconds", type=float, default=None,
                         help="distance between window starts (default: the segment length)")

@@ -116,7 +116,7 @@ def _resolve_device(device: str | torch.device) -> torch.device:
 
 def default_workers() -> int:
     """One decode process per core, less one for the model; on two cores or fewer, 0 (decode
-    threads in this process, one per core: no segment copied between processes)."""
+    threads in this process, one per core plus one: no segment copied between processes)."""
     cores = os.cpu_count() or 1
     return min(MAX_DEFAULT_WORKERS, cores - 1) if cores > 2 else 0
 
@@ -483,7 +483,7 @@ def extract(paths, out: str | os.PathLike | None = None,
     device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:1"``, ...
     batch_size: segments per model call, packed across files.
     workers: decode processes (default: cores - 1; 0 on two cores or fewer); 0 decodes in
-      threads of this process, one per core.
+      threads of this process, one per core plus one.
     segment_seconds / hop_seconds: window length and hop (default hop: no overlap);
       ``tail``: what to do with the samples after the last full window (``TAIL_POLICIES``).
       A track shorter than one window is one shorter window.

@@ -112,10 +112,12 @@ class ModelBroken(RuntimeError):
 
 
 def decode_threads() -> int:
-    """Decode threads of a run with ``workers=0``: one per core (libsndfile, soxr and numpy
-    release the GIL, so threads decode in parallel without copying segments between
-    processes)."""
-    return os.cpu_count() or 1
+    """Decode threads of a run with ``workers=0``: one per core, plus one (libsndfile, soxr and
+    numpy release the GIL, so threads decode in parallel without copying segments between
+    processes). The extra thread keeps the cores busy while another waits for its inbox to
+    drain (tracks are consumed in order) or the model runs: on 2 cores it took the engine from
+    0.67x to 0.72x of the decode floor, which itself runs as fast with 3 threads as with 2."""
+    return (os.cpu_count() or 1) + 1
 
 
 class Pipeline:
