@@ -127,6 +127,26 @@ def _segments(samples: np.ndarray, block: int, **options) -> list:
     return out
 
 
+def test_windows_are_slices_of_the_stream_whatever_the_blocks():
+    """Random window / hop / block sizes (the in-place buffer compacts and grows at arbitrary
+    points): every window equals the track's samples there, zero-padded past its end."""
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        samples = rng.standard_normal(int(rng.integers(0, 400))).astype(np.float32)
+        segmenter = Segmenter(int(rng.integers(1, 50)), int(rng.integers(1, 60)),
+                              ("end", "pad", "drop")[trial % 3], pad_short=True)
+        windows, start = [], 0
+        while start < len(samples):
+            block = int(rng.integers(1, 40))
+            windows.extend(segmenter.push(samples[start:start + block]))
+            start += block
+        windows.extend(segmenter.finish())
+        for window in windows:
+            real = samples[window.start:window.start + len(window.samples)]
+            assert np.array_equal(window.samples[:len(real)], real)
+            assert not window.samples[len(real):].any()
+
+
 @pytest.mark.parametrize("tail, expected_starts", [("end", [0, 30, 60, 65]),
                                                    ("pad", [0, 30, 60, 90]),
                                                    ("drop", [0, 30, 60])])

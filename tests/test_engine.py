@@ -524,3 +524,26 @@ def test_bfloat16_precision_run(tmp_path):
     assert (summary["ok"], summary["skipped"]) == (2, 0)           # another parameters hash
     with pytest.raises(ValueError, match="precision"):
         extract(tmp_path / "in", out=out, precision="float16", **options)
+
+
+def test_outputs_that_alias_the_input_batch_stay_intact(tmp_path):
+    """A model returning a view of its input: the staging buffer of the batch is not reused
+    under outputs still on their way to the writer."""
+    class Echo(torch.nn.Module):
+        min_samples = 1
+
+        def forward(self, x):
+            return {"echo": x[:, :16]}
+
+    paths = corpus(tmp_path / "in", seconds=(3.0, 2.0, 4.0, 1.0))
+    results = {Path(r.path).name: r for r in extract(tmp_path / "in", model=Echo(),
+                                                     representations=(), workers=0,
+                                                     batch_size=2, segment_seconds=1.0,
+                                                     progress=False)}
+    for path in paths:
+        audio, _ = sf.read(path, dtype="float32")
+        result = results[path.name]
+        assert result.status == "ok"
+        for row, start in zip(result.outputs["echo"], result.segment_starts):
+            begin = round(start * 8000)
+            np.testing.assert_array_equal(row, audio[begin:begin + 16])

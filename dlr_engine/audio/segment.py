@@ -77,28 +77,44 @@ class Segmenter:
         self.pad_short = pad_short
         self.sample_rate = sample_rate
         self.total = 0                  # samples pushed so far
-        self._buffer = np.zeros(0, np.float32)
-        self._buffer_start = 0          # track position of self._buffer[0]
+        self._data = np.zeros(0, np.float32)
+        self._lo = self._hi = 0         # the kept samples are self._data[lo:hi]
+        self._buffer_start = 0          # track position of self._data[lo]
         self._next_start = 0            # start of the next window on the hop grid
         self._emitted = 0
 
     def _window(self, start: int, length: int) -> Segment:
         """The window at ``start``, zero-padded to ``length`` where the track ends first."""
-        offset = start - self._buffer_start
-        samples = _pad(self._buffer[offset:offset + length], length).copy()
+        offset = self._lo + start - self._buffer_start
+        samples = _pad(self._data[offset:min(offset + length, self._hi)], length).copy()
         segment = Segment(self._emitted, start, samples)
         self._emitted += 1
         return segment
 
+    def _append(self, block: np.ndarray) -> None:
+        """Append in place; the kept samples move to the front (into a larger array when needed)
+        only when the end is reached, so each sample is copied O(1) times, not once per block."""
+        end = self._hi + len(block)
+        if end > len(self._data):
+            kept = self._hi - self._lo
+            data = self._data
+            if kept + len(block) > len(data) // 2:
+                data = np.empty(2 * (kept + len(block)), np.float32)
+            data[:kept] = self._data[self._lo:self._hi]
+            self._data, self._lo, self._hi = data, 0, kept
+            end = kept + len(block)
+        self._data[self._hi:end] = block
+        self._hi = end
+
     def push(self, block: np.ndarray) -> Iterator[Segment]:
-        self._buffer = np.concatenate([self._buffer, np.asarray(block, np.float32)])
+        self._append(np.asarray(block, np.float32))
         self.total += len(block)
         while self._next_start + self.segment_samples <= self.total:
             yield self._window(self._next_start, self.segment_samples)
             self._next_start += self.hop_samples
         keep_from = min(self._next_start, max(0, self.total - self.segment_samples))
         if keep_from > self._buffer_start:
-            self._buffer = self._buffer[keep_from - self._buffer_start:]
+            self._lo += keep_from - self._buffer_start
             self._buffer_start = keep_from
 
     def finish(self) -> Iterator[Segment]:
