@@ -10,6 +10,7 @@ import torch
 
 from . import __version__
 from .ops.backends import BACKENDS, explain, select
+from .ops.dlr_op import dlr_bf16_supported
 
 
 def _version(module: str) -> str:
@@ -34,7 +35,8 @@ def report() -> str:
         if name == "cpu" and built is None:
             launcher = backend.launcher()
             status += (f" (running {launcher.active_isa()} kernels; this CPU runs "
-                       f"{', '.join(launcher.supported_isas())})")
+                       f"{', '.join(launcher.supported_isas())}; bfloat16 precision: "
+                       f"{'yes' if dlr_bf16_supported() else 'no, needs AVX512_BF16'})")
         lines.append(f"  {name:7s} {status}")
         for device in ("cpu", "cuda"):
             reasons = explain(device, torch.float32)[name]
