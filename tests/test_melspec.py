@@ -21,7 +21,6 @@ scipy_signal = pytest.importorskip("scipy.signal")
 
 from dlr_engine.ops import melspec as mel_op  # noqa: E402
 from dlr_engine.ops import melspec_reference as ref  # noqa: E402
-from dlr_engine.ops import spectral_cpu  # noqa: E402
 from dlr_engine.ops.backends import BackendUnavailable  # noqa: E402
 from dlr_engine.spectral import MEL_PRESETS, MelSpectrogram, from_name  # noqa: E402
 
