@@ -77,6 +77,8 @@ class Provider:
     """Allocates the full-rate (batch, 128, T) maps (the eager memory estimate applies)."""
     forward_only: bool = False
     """Inference only: no forward+backward rows."""
+    unavailable: Callable[[], str | None] = lambda: None
+    """Why this machine cannot run it, beyond its backend's reasons, or None."""
 
 
 def _reference(config: DLRConfig) -> Callable:
@@ -103,11 +105,17 @@ def _bf16(config: DLRConfig) -> Callable:
     return op
 
 
+def bf16_missing() -> str | None:
+    """Why ``dlr_bf16`` cannot run on this machine, or None."""
+    return None if dlr_bf16_supported() else "this CPU has no AVX512_BF16"
+
+
 PROVIDERS = (
     Provider("eager", _reference, ("cpu", "cuda"), materializes=True),
     Provider("compile", _compiled, ("cpu", "cuda"), materializes=True),
     Provider("cpu", _backend("cpu"), ("cpu",), backend="cpu"),
-    Provider("cpu_bf16", _bf16, ("cpu",), backend="cpu", forward_only=True),
+    Provider("cpu_bf16", _bf16, ("cpu",), backend="cpu", forward_only=True,
+             unavailable=bf16_missing),
     Provider("triton", _backend("triton"), ("cuda",), backend="triton", triton=True),
     Provider("cuda", _backend("cuda"), ("cuda",), backend="cuda"),
 )
@@ -162,8 +170,8 @@ def availability_reason(provider: Provider, device: str, backward: bool = False)
     """Why a dlr_engine backend cannot run float32 on ``device`` now, or None."""
     if provider.forward_only and backward:
         return "inference only (bfloat16 forward)"
-    if provider.name == "cpu_bf16" and not dlr_bf16_supported():
-        return "this CPU has no AVX512_BF16"
+    if reason := provider.unavailable():
+        return reason
     if provider.backend is None:
         return None
     reasons = explain(device, torch.float32)[provider.backend]

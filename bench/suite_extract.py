@@ -49,9 +49,9 @@ from dlr_engine.engine.extraction import default_workers
 from dlr_engine.engine.pipeline import decode_threads
 from dlr_engine.engine.worker import process_context
 from dlr_engine.nn import DLR
-from dlr_engine.ops.dlr_op import dlr_bf16_supported
 
 from .harness import Call, Case, bench_device
+from .suite_dlr import bf16_missing
 from .suite_mel import missing_library
 
 
@@ -178,14 +178,10 @@ class Provider:
     unavailable: Callable[[], str | None] = lambda: None
 
 
-def _bf16_missing() -> str | None:
-    return None if dlr_bf16_supported() else "this CPU has no AVX512_BF16"
-
-
 PROVIDERS = (Provider(BASELINE, _naive, lambda: missing_library("librosa")),
              Provider("engine", _engine),
              Provider("engine_bf16", lambda files, device: _engine(files, device, "bfloat16"),
-                      _bf16_missing),
+                      bf16_missing),
              Provider("decode_floor", _decode_floor))
 
 

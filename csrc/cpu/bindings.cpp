@@ -88,6 +88,17 @@ bool bf16_supported() {
 #endif
 }
 
+// Raises unless this CPU and the geometry run the bfloat16 forward.
+void check_bf16(const dlr::Geometry& geo) {
+  if (!bf16_supported())
+    throw std::runtime_error("the bfloat16 forward needs a CPU with AVX512_BF16");
+#if defined(DLR_HAVE_X86_VARIANTS)
+  if (!dlr::avx512bf16::forward_bf16_supports(geo))
+    throw std::invalid_argument("the bfloat16 forward needs an even kernel size, channels a "
+                                "multiple of 8 and a pool a multiple of 32");
+#endif
+}
+
 dlr::Framing make_framing(uintptr_t signal, int64_t signal_length, int64_t n_frames, int64_t hop,
                           int64_t offset, int pad_mode, uintptr_t window, int64_t span,
                           int64_t n_fft) {
@@ -123,14 +134,20 @@ PYBIND11_MODULE(_dlr_cpu, m) {
       "forward",
       [](uintptr_t x, uintptr_t w, uintptr_t b, uintptr_t out, int64_t batch, int64_t samples,
          int64_t channels, int64_t taps, int64_t pool, std::vector<int64_t> dilations,
-         int threads) {
+         int threads, bool bfloat16) {
         const dlr::Geometry geo = dlr::make_geometry(batch, samples, channels, taps, pool, dilations);
+        if (bfloat16) check_bf16(geo);
         py::gil_scoped_release release;
-        kernels().forward(as_ptr<const float>(x), as_ptr<const float>(w),
-                          as_ptr<const float>(b), dilations.data(), as_ptr<float>(out), geo,
-                          threads);
+#if defined(DLR_HAVE_X86_VARIANTS)
+        const auto forward = bfloat16 ? &dlr::avx512bf16::forward_bf16 : kernels().forward;
+#else
+        const auto forward = kernels().forward;
+#endif
+        forward(as_ptr<const float>(x), as_ptr<const float>(w), as_ptr<const float>(b),
+                dilations.data(), as_ptr<float>(out), geo, threads);
       },
-      "out (batch, branches*channels, frames) <- x (batch, samples), w, b.");
+      "out (batch, branches*channels, frames) <- x (batch, samples), w, b; bfloat16: x and w "
+      "rounded to bfloat16, float32 sums (AVX512_BF16).");
   m.def(
       "backward",
       [](uintptr_t grad_out, uintptr_t x, uintptr_t w, uintptr_t b, uintptr_t grad_x_parts,
@@ -148,26 +165,6 @@ PYBIND11_MODULE(_dlr_cpu, m) {
       "be 0 (not needed).");
   m.def("bf16_supported", &bf16_supported,
         "Whether this CPU runs the bfloat16 forward (AVX512_BF16) and it was built.");
-  m.def(
-      "forward_bf16",
-      [](uintptr_t x, uintptr_t w, uintptr_t b, uintptr_t out, int64_t batch, int64_t samples,
-         int64_t channels, int64_t taps, int64_t pool, std::vector<int64_t> dilations,
-         int threads) {
-        const dlr::Geometry geo = dlr::make_geometry(batch, samples, channels, taps, pool, dilations);
-        if (!bf16_supported())
-          throw std::runtime_error("the bfloat16 forward needs a CPU with AVX512_BF16");
-#if defined(DLR_HAVE_X86_VARIANTS)
-        if (!dlr::avx512bf16::forward_bf16_supports(geo))
-          throw std::invalid_argument("the bfloat16 forward needs an even kernel size, channels "
-                                      "a multiple of 8 and a pool a multiple of 32");
-        py::gil_scoped_release release;
-        dlr::avx512bf16::forward_bf16(as_ptr<const float>(x), as_ptr<const float>(w),
-                                      as_ptr<const float>(b), dilations.data(),
-                                      as_ptr<float>(out), geo, threads);
-#endif
-      },
-      "out (batch, branches*channels, frames) <- x (batch, samples), w, b with x and w rounded "
-      "to bfloat16, float32 sums.");
   m.def(
       "peak_abs",
       [](uintptr_t x, int64_t batch, int64_t samples, uintptr_t out, int threads) {

@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32")
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default=None,
                         help="the DLR's arithmetic: float32 (default) or bfloat16 (~2x faster "
-                             "DLR, features within ~1 %%; CPUs with AVX512_BF16)")
+                             "DLR, features within ~0.2 %%; CPUs with AVX512_BF16)")
     parser.add_argument("--pad-short", action="store_true",
                         help="zero-pad tracks shorter than the model's minimum input")
     parser.add_argument("--retry-failed", action="store_true",

@@ -43,31 +43,23 @@ def _frames(x: torch.Tensor, weight: torch.Tensor, dilations: tuple[int, ...], p
 
 
 def dlr_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                dilations: tuple[int, ...], pool: int) -> torch.Tensor:
-    """x: (batch, samples) -> (batch, branches * channels, frames), in x's dtype."""
+                dilations: tuple[int, ...], pool: int, bfloat16: bool = False) -> torch.Tensor:
+    """x: (batch, samples) -> (batch, branches * channels, frames), in x's dtype.
+
+    bfloat16: x and weight rounded to bfloat16, float32 sums (the AVX512_BF16 kernel).
+    """
     xf, wf, bf = _float32(x), _float32(weight), _float32(bias)
     branches, channels, taps = wf.shape
     out = torch.empty(x.shape[0], branches * channels, _frames(x, weight, dilations, pool))
     _dlr_cpu.forward(xf.data_ptr(), wf.data_ptr(), bf.data_ptr(), out.data_ptr(), x.shape[0],
-                     x.shape[1], channels, taps, pool, list(dilations), torch.get_num_threads())
+                     x.shape[1], channels, taps, pool, list(dilations), torch.get_num_threads(),
+                     bfloat16)
     return out.to(x.dtype)
 
 
 def bf16_supported() -> bool:
     """Whether this CPU runs the bfloat16 forward (AVX512_BF16)."""
     return _dlr_cpu.bf16_supported()
-
-
-def dlr_forward_bf16(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                     dilations: tuple[int, ...], pool: int) -> torch.Tensor:
-    """``dlr_forward`` with x and weight rounded to bfloat16 (float32 sums and output)."""
-    xf, wf, bf = _float32(x), _float32(weight), _float32(bias)
-    branches, channels, taps = wf.shape
-    out = torch.empty(x.shape[0], branches * channels, _frames(x, weight, dilations, pool))
-    _dlr_cpu.forward_bf16(xf.data_ptr(), wf.data_ptr(), bf.data_ptr(), out.data_ptr(),
-                          x.shape[0], x.shape[1], channels, taps, pool, list(dilations),
-                          torch.get_num_threads())
-    return out
 
 
 def dlr_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,

@@ -211,9 +211,10 @@ def melspec_cpu(x: Tensor, window: Tensor, starts: Tensor, lengths: Tensor, offs
     if center:
         check_padding(x.shape[1], n_fft, pad_mode)
     offset = (n_fft - window.shape[0]) // 2 - (n_fft // 2 if center else 0)
-    return spectral_cpu.melspectrogram(x, offset, frame_count(x.shape[1], n_fft, hop_length, center),
-                                       hop_length, window, n_fft, pad_mode, starts, lengths,
-                                       offsets, weights, power, log_multiplier, amin)
+    n_frames = frame_count(x.shape[1], n_fft, hop_length, center)
+    return spectral_cpu.melspectrogram(x, offset, n_frames, hop_length, window, n_fft, pad_mode,
+                                       starts, lengths, offsets, weights, power, log_multiplier,
+                                       amin)
 
 
 @melspec_cpu.register_fake
