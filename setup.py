@@ -3,6 +3,8 @@
 - `_dlr_cpu` (fused C++ CPU kernels, OpenMP) is always attempted.
 - `_dlr_cuda` is built when DLR_ENGINE_BUILD_CUDA=1, or automatically when nvcc is on PATH and
   the installed torch is a CUDA build (visible only with --no-build-isolation).
+Each module is its own extension and CMake target, built into the folder setuptools installs
+from (in place for `pip install -e .`).
 A failed build leaves a pure-Python package that still imports (backend "torch"), unless
 DLR_ENGINE_REQUIRE_EXTENSION=1, which turns the failure into an error (CI sets it).
 """
@@ -39,8 +41,18 @@ def build_cuda() -> bool:
 
 
 class CMakeExtension(Extension):
+    """A module built by the CMake target named like its last component (``_dlr_cpu``)."""
+
     def __init__(self, name: str) -> None:
         super().__init__(name, sources=[])
+        self.target = name.rsplit(".", 1)[-1]
+
+
+def extensions() -> list[CMakeExtension]:
+    """The compiled modules this build installs: the CPU kernels, and the CUDA ones when
+    `build_cuda()` says so."""
+    names = ["dlr_engine._dlr_cpu"] + (["dlr_engine._dlr_cuda"] if build_cuda() else [])
+    return [CMakeExtension(name) for name in names]
 
 
 class CMakeBuild(build_ext):
@@ -50,10 +62,10 @@ class CMakeBuild(build_ext):
         except (OSError, subprocess.CalledProcessError) as exc:
             if _flag("DLR_ENGINE_REQUIRE_EXTENSION"):
                 raise
-            print(f"warning: dlr-engine's C++ kernels were not built ({exc}); the package "
-                  "falls back to the plain torch backend", file=sys.stderr)
+            print(f"warning: dlr-engine's {ext.target} module was not built ({exc}); the package "
+                  "falls back to the other backends", file=sys.stderr)
 
-    def _cmake(self, ext: Extension) -> None:
+    def _cmake(self, ext: CMakeExtension) -> None:
         import pybind11
 
         out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
@@ -70,7 +82,8 @@ class CMakeBuild(build_ext):
         ]
         subprocess.run(configure, check=True)
         jobs = str(os.cpu_count() or 1)
-        subprocess.run(["cmake", "--build", str(build_dir), "-j", jobs], check=True)
+        subprocess.run(["cmake", "--build", str(build_dir), "--target", ext.target, "-j", jobs],
+                       check=True)
 
 
 setup(
@@ -79,6 +92,6 @@ setup(
     packages=find_packages(include=["dlr_engine", "dlr_engine.*"]) + ["dlr_engine.kernels",
                                                                        "dlr_engine.bench"],
     package_dir={"dlr_engine.kernels": "kernels", "dlr_engine.bench": "bench"},
-    ext_modules=[CMakeExtension("dlr_engine._dlr_cpu")],
+    ext_modules=extensions(),
     cmdclass={"build_ext": CMakeBuild},
 )
