@@ -12,9 +12,10 @@ Variable mapping (DESIGN §4; TF layouts on the left):
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -33,6 +34,36 @@ PUBLISHED_STYLE_KEYS = ("genre_logits", "style_logits")
 SAFETENSORS_FORMAT = "dlr-engine/DLRSourceTaskNet"
 PREPROCESSING = {True: "peak_abs: per clip x / max|x| (skipped when 0), then |x|; 8 kHz mono",
                  False: "none; 8 kHz mono"}
+
+
+@contextlib.contextmanager
+def float32_convolutions(allow_tf32: bool = False) -> Iterator[None]:
+    """Inside, torch's CUDA convolutions (cuDNN) and matmuls use TF32 tensor cores only if
+    ``allow_tf32``; the previous settings are restored on exit. torch's default lets cuDNN
+    round float32 inputs to TF32 (10-bit mantissa), which moved the published model's logits
+    6-7e-3 from TF's on an H200 (1.3e-5 on CPU); CPU kernels ignore these flags."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+class PublishedDLRNet(DLRSourceTaskNet):
+    """``DLRSourceTaskNet`` whose ``forward`` and ``forward_dlr`` run in IEEE float32 on a GPU
+    (`float32_convolutions`), so that it reproduces the TF reference within the CPU tolerance;
+    set ``allow_tf32 = True`` to trade that for TF32 speed."""
+
+    allow_tf32: bool = False
+
+    def forward_dlr(self, dlr: torch.Tensor) -> dict[str, torch.Tensor]:
+        with float32_convolutions(self.allow_tf32):
+            return super().forward_dlr(dlr)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        with float32_convolutions(self.allow_tf32):
+            return super().forward(x)
 
 
 class TFVariable(NamedTuple):
@@ -81,17 +112,21 @@ def tf_variable_map(model: DLRSourceTaskNet) -> dict[str, TFVariable]:
     return mapping
 
 
-def load_tf_checkpoint(prefix: str | Path, backend: str | None = None) -> DLRSourceTaskNet:
+def load_tf_checkpoint(prefix: str | Path, backend: str | None = None,
+                       allow_tf32: bool = False) -> PublishedDLRNet:
     """The published DLR(13) model from its TF checkpoint ``prefix`` (e.g. ``.../model-523``),
     in eval mode; ``forward(x)`` returns ``genre_logits`` (also as ``style_logits``),
     ``dlr``, ``embedding`` and ``tempo_logits``. ``backend`` forces a DLR op backend.
+    ``allow_tf32``: let the back-end's convolutions use TF32 on a GPU (faster, logits ~1e-2
+    from TF's); by default it runs in IEEE float32 (`PublishedDLRNet`).
 
     Raises ValueError listing the missing and mis-shaped variables when the checkpoint is not
     a DLR(13) source-task model.
     """
-    model = DLRSourceTaskNet(PUBLISHED_GENRES, PUBLISHED_TEMPO_CLASSES,
-                             dlr=DLR(preprocess="peak_abs", backend=backend),
-                             style_keys=PUBLISHED_STYLE_KEYS)
+    model = PublishedDLRNet(PUBLISHED_GENRES, PUBLISHED_TEMPO_CLASSES,
+                            dlr=DLR(preprocess="peak_abs", backend=backend),
+                            style_keys=PUBLISHED_STYLE_KEYS)
+    model.allow_tf32 = allow_tf32
     mapping = tf_variable_map(model)
     state = model.state_dict()
     bundle = TFBundle(prefix)
@@ -151,19 +186,23 @@ def safetensors_metadata(path: str | Path) -> dict[str, str]:
         return dict(file.metadata() or {})
 
 
-def load_safetensors(path: str | Path, backend: str | None = None) -> DLRSourceTaskNet:
-    """A model written by ``save_safetensors``, in eval mode."""
+def load_safetensors(path: str | Path, backend: str | None = None,
+                     allow_tf32: bool = False) -> PublishedDLRNet:
+    """A model written by ``save_safetensors``, in eval mode; ``allow_tf32`` as in
+    `load_tf_checkpoint`."""
     metadata = safetensors_metadata(path)
     if metadata.get("format") != SAFETENSORS_FORMAT or "architecture" not in metadata:
         raise ValueError(f"{path} was not written by dlr-engine's save_safetensors (metadata "
                          f"format is {metadata.get('format')!r}, expected {SAFETENSORS_FORMAT!r})")
-    model = DLRSourceTaskNet.from_config(json.loads(metadata["architecture"]), backend=backend)
+    model = PublishedDLRNet.from_config(json.loads(metadata["architecture"]), backend=backend)
     model.load_state_dict(load_file(str(path)))
+    model.allow_tf32 = allow_tf32
     return model.eval()
 
 
-def load_pretrained(source: str | Path, backend: str | None = None) -> DLRSourceTaskNet:
-    """A ``.safetensors`` file from ``save_safetensors``, or else a TF checkpoint prefix."""
-    if Path(source).suffix == ".safetensors":
-        return load_safetensors(source, backend=backend)
-    return load_tf_checkpoint(source, backend=backend)
+def load_pretrained(source: str | Path, backend: str | None = None,
+                    allow_tf32: bool = False) -> PublishedDLRNet:
+    """A ``.safetensors`` file from ``save_safetensors``, or else a TF checkpoint prefix;
+    ``allow_tf32`` as in `load_tf_checkpoint`."""
+    loader = load_safetensors if Path(source).suffix == ".safetensors" else load_tf_checkpoint
+    return loader(source, backend=backend, allow_tf32=allow_tf32)
