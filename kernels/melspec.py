@@ -76,8 +76,8 @@ def _mel_tile(x_row, cos_ptr, sin_ptr, mel_ptr, t, t_mask, m, m_mask, hop, tap_o
                                  taps, n_freq, BLOCK_T, BLOCK_K, BLOCK_F)
         power = re * re + im * im
         if POWER != 2.0:
-            power = tl.where(power > 0, tl.exp(0.5 * POWER * tl.log(tl.maximum(power, TINY))),
-                             0.0)
+            power = tl.where(power == 0, 0.0, tl.exp(0.5 * POWER * tl.log(  # NaN stays NaN
+                tl.maximum(power, TINY, propagate_nan=tl.PropagateNan.ALL))))
         mel_t = tl.load(mel_ptr + m[None, :] * n_freq + f[:, None],
                         mask=f_mask[:, None] & m_mask[None, :], other=0.0)
         acc = tl.dot(power, mel_t, acc, input_precision=DOT_PRECISION)
@@ -105,7 +105,8 @@ def melspec_forward_kernel(x_ptr, cos_ptr, sin_ptr, mel_ptr, out_ptr,
     mel = _mel_tile(x_ptr + n * padded, cos_ptr, sin_ptr, mel_ptr, t, t_mask, m, m_mask, hop,
                     tap_offset, taps, n_freq, POWER, BLOCK_T, BLOCK_K, BLOCK_F, BLOCK_M)
     if LOG:
-        mel = tl.log(tl.maximum(mel, amin)) * (log_multiplier / 2.302585092994046)
+        mel = tl.log(tl.maximum(mel, amin, propagate_nan=tl.PropagateNan.ALL)) * (
+            log_multiplier / 2.302585092994046)
     tl.store(out_ptr + n * n_mels * frames + m[None, :] * frames + t[:, None], mel,
              mask=t_mask[:, None] & m_mask[None, :])
 

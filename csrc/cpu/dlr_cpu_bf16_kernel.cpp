@@ -31,8 +31,12 @@ constexpr int64_t kFramesPerItem = 4;
 typedef uint32_t pairs_vec __attribute__((vector_size(64)));
 typedef uint32_t pairs_unaligned __attribute__((vector_size(64), aligned(4)));
 
-// bfloat16 bits of float bits u, round to nearest even, in the high half of each lane.
-inline pairs_vec round_bf16_high(pairs_vec u) { return u + 0x7FFFu + ((u >> 16) & 1u); }
+// bfloat16 bits of float bits u, round to nearest even, in the high half of each lane; a NaN
+// is made quiet instead (rounding could carry its mantissa into the exponent: Inf or -0).
+inline pairs_vec round_bf16_high(pairs_vec u) {
+  const pairs_vec is_nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
+  return is_nan ? (u | 0x00400000u) : u + 0x7FFFu + ((u >> 16) & 1u);
+}
 
 // Lanes t of pairs: low half bf16(lo[t]), high half bf16(hi[t]).
 inline pairs_vec pack_pairs(const float* lo, const float* hi) {
@@ -41,13 +45,15 @@ inline pairs_vec pack_pairs(const float* lo, const float* hi) {
   return (a >> 16) | (b & 0xFFFF0000u);
 }
 
+inline uint32_t round_bf16_high(uint32_t u) {
+  return (u & 0x7FFFFFFFu) > 0x7F800000u ? u | 0x00400000u : u + 0x7FFFu + ((u >> 16) & 1u);
+}
+
 inline uint32_t pack_pair(float lo, float hi) {
   uint32_t a, b;
   std::memcpy(&a, &lo, 4);
   std::memcpy(&b, &hi, 4);
-  a += 0x7FFFu + ((a >> 16) & 1u);
-  b += 0x7FFFu + ((b >> 16) & 1u);
-  return (a >> 16) | (b & 0xFFFF0000u);
+  return (round_bf16_high(a) >> 16) | (round_bf16_high(b) & 0xFFFF0000u);
 }
 
 inline float horizontal_sum(__m512 v) { return _mm512_reduce_add_ps(v); }
@@ -89,7 +95,7 @@ void forward_item(const float* xn, const uint32_t* w_pairs, const float* bias, f
         }
 #pragma GCC unroll 8
         for (int g = 0; g < kGroup; ++g)
-          for (int j = 0; j < kVectors; ++j) sum[g] += _mm512_max_ps(acc[g][j], zero);
+          for (int j = 0; j < kVectors; ++j) sum[g] += _mm512_max_ps(zero, acc[g][j]);  // a NaN operand: MAXPS returns the 2nd
       }
       for (int g = 0; g < kGroup; ++g)
         out[geo.out_index(n, branch, c0 + g, f)] = horizontal_sum(sum[g]) * inv_pool;

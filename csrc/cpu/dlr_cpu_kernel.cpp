@@ -34,7 +34,9 @@ typedef float vec_unaligned __attribute__((vector_size(kWidth * sizeof(float)), 
 inline vec load(const float* p) { return *reinterpret_cast<const vec_unaligned*>(p); }
 inline void store(float* p, vec v) { *reinterpret_cast<vec_unaligned*>(p) = v; }
 inline vec splat(float v) { return vec{} + v; }
-inline vec relu(vec v) { return v > 0 ? v : 0; }
+// ReLU that keeps NaN (as torch.relu): only steps known to be negative become 0.
+inline vec relu(vec v) { return v < 0 ? 0 : v; }
+inline float relu(float v) { return v < 0.f ? 0.f : v; }
 inline float horizontal_sum(vec v) {
   float s = 0.f;
   for (int i = 0; i < kWidth; ++i) s += v[i];
@@ -63,7 +65,7 @@ inline float scalar_pooled_sum(const float* x, const float* wc, float bc, int64_
                                int64_t dilation, int64_t t_begin, int64_t t_end) {
   float s = 0.f;
   for (int64_t t = t_begin; t < t_end; ++t)
-    s += std::max(0.f, preactivation(x + t, wc, bc, taps, dilation));
+    s += relu(preactivation(x + t, wc, bc, taps, dilation));
   return s;
 }
 
@@ -161,7 +163,7 @@ void backward_item(const float* grad_out, const float* x, const float* w, const 
 #pragma GCC unroll 16
         for (int g = 0; g < kGroup; ++g)
           for (int j = 0; j < kVectors; ++j) {
-            grad[g][j] = grad[g][j] > 0 ? splat(pooled[g]) : splat(0.f);
+            grad[g][j] = grad[g][j] <= 0 ? splat(0.f) : splat(pooled[g]);  // as step_gradient
             gb_vec[c0 + g] += grad[g][j];
           }
         for (int64_t k = 0; k < geo.taps; ++k) {

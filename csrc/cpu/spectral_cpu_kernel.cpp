@@ -64,7 +64,7 @@ void tile_project(const float* power_t, const MelFilters& filters, float log_mul
     for (int64_t k = 0; k < filters.lengths[m]; ++k)
       for (int j = 0; j < kVectors; ++j) acc[j] += w[k] * load(p + k * kTile + j * kWidth);
     for (int j = 0; j < kVectors; ++j) {
-      if (log_multiplier != 0.f) acc[j] = scale * vector_log(acc[j] > floor ? acc[j] : floor);
+      if (log_multiplier != 0.f) acc[j] = scale * vector_log(acc[j] < floor ? floor : acc[j]);  // NaN stays NaN
       store(mel_t + m * kTile + j * kWidth, acc[j]);
     }
   }

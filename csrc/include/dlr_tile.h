@@ -80,10 +80,11 @@ DLR_HD T preactivation(const T* x, const T* w, T bias, int64_t taps, int64_t dil
 }
 
 // Gradient reaching one full-rate step from its pooled output: the ReLU mask of the
-// recomputed pre-activation times the pooled gradient / pool.
+// recomputed pre-activation times the pooled gradient / pool. A NaN pre-activation passes the
+// gradient, as torch's ReLU backward (``result <= 0 ? 0 : grad``) does.
 template <typename T>
 DLR_HD T step_gradient(T preact, T pooled_grad, T inv_pool) {
-  return preact > T(0) ? pooled_grad * inv_pool : T(0);
+  return preact <= T(0) ? T(0) : pooled_grad * inv_pool;
 }
 
 }  // namespace dlr

@@ -15,9 +15,10 @@ except ImportError:  # extension not built: the torch reference runs
 
 
 def peak_abs_reference(x: Tensor) -> Tensor:
-    """x (batch, samples) -> ``|x / max|x||`` per clip (a silent clip stays 0)."""
+    """x (batch, samples) -> ``|x / max|x||`` per clip (a silent clip stays 0; a clip holding
+    a NaN becomes all NaN, its peak being NaN)."""
     peak = x.abs().amax(dim=-1, keepdim=True)
-    return (x / torch.where(peak > 0, peak, torch.ones_like(peak))).abs()
+    return (x / torch.where(peak == 0, torch.ones_like(peak), peak)).abs()
 
 
 @torch.library.custom_op("dlr_engine::peak_abs_cpu", mutates_args=())
