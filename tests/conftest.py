@@ -15,9 +15,29 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+SHARED_ENV = "DLR_ENGINE_SHARED"
+REQUIRE_SHARED_ENV = "DLR_ENGINE_REQUIRE_SHARED"
+"""Set to 1 (as ``.ci/run`` does), a test whose ``shared/`` files are missing fails instead of
+skipping."""
+
+
 def shared_dir() -> Path:
     """The read-only ``shared/`` folder beside the repository (override: DLR_ENGINE_SHARED)."""
-    return Path(os.environ.get("DLR_ENGINE_SHARED", REPO.parent / "shared"))
+    return Path(os.environ.get(SHARED_ENV, REPO.parent / "shared"))
+
+
+def require_shared(relative: str, files: tuple[str, ...], what: str) -> Path:
+    """``shared_dir() / relative`` when it holds ``files``; otherwise skip the test with the
+    reason and how to provide them (fail instead when $DLR_ENGINE_REQUIRE_SHARED is 1)."""
+    path = shared_dir() / relative
+    missing = [name for name in files if not (path / name).is_file()]
+    if missing:
+        message = (f"needs {what}: {', '.join(missing)} not found in {path}; set {SHARED_ENV} "
+                   f"to the folder holding {relative} (README: 'The published DLR(13) model')")
+        if os.environ.get(REQUIRE_SHARED_ENV) == "1":
+            pytest.fail(f"{message} [{REQUIRE_SHARED_ENV}=1]", pytrace=False)
+        pytest.skip(message)
+    return path
 
 
 @pytest.fixture

@@ -8,22 +8,37 @@ from pathlib import Path
 import crc32c
 import numpy as np
 import pytest
-from conftest import shared_dir
+from conftest import REQUIRE_SHARED_ENV, SHARED_ENV, require_shared
 
 from dlr_engine.io import BundleError, ChecksumError, TFBundle, is_optimizer_slot
 
 
-def reference_dir() -> Path:
-    """``shared/reference/dlr13`` beside the repository (override: DLR_ENGINE_SHARED)."""
-    path = shared_dir() / "reference" / "dlr13"
-    if not (path / "model-523.index").is_file():
-        raise FileNotFoundError(f"reference checkpoint not found in {path}; set DLR_ENGINE_SHARED "
-                                "to the folder holding reference/dlr13")
-    return path
-
-
 CHECKPOINT = "model-523"
 DATA_SHARD = f"{CHECKPOINT}.data-00000-of-00001"
+REFERENCE_FILES = (f"{CHECKPOINT}.index", DATA_SHARD, "tf_reference_synthetic.npz")
+
+
+def reference_dir() -> Path:
+    """``shared/reference/dlr13`` beside the repository (override: DLR_ENGINE_SHARED): the
+    published checkpoint and the authors' TF outputs. The test skips without them (fails when
+    $DLR_ENGINE_REQUIRE_SHARED is 1, as in CI)."""
+    return require_shared("reference/dlr13", REFERENCE_FILES,
+                          "the published DLR(13) checkpoint and the authors' TF outputs")
+
+
+def test_missing_reference_skips_with_the_way_to_provide_it(monkeypatch, tmp_path):
+    monkeypatch.setenv(SHARED_ENV, str(tmp_path))
+    monkeypatch.delenv(REQUIRE_SHARED_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match=f"model-523.index.* set {SHARED_ENV} to "
+                                                     "the folder holding reference/dlr13"):
+        reference_dir()
+    monkeypatch.setenv(REQUIRE_SHARED_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match=f"{REQUIRE_SHARED_ENV}=1"):
+        reference_dir()
+    (tmp_path / "reference" / "dlr13").mkdir(parents=True)
+    for name in REFERENCE_FILES:
+        (tmp_path / "reference" / "dlr13" / name).touch()
+    assert reference_dir() == tmp_path / "reference" / "dlr13"
 
 
 # ---- a minimal tensor-bundle writer (LevelDB table format) for tests ----
