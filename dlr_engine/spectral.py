@@ -4,9 +4,12 @@ Both take ``(batch, samples)`` (any leading dims) and keep librosa's argument na
 semantics (parity tested against librosa). Presets fill every argument not given:
 
 - mel ``"librosa"``: ``librosa.feature.melspectrogram`` defaults of librosa 0.10+ (22.05 kHz,
-  n_fft 2048, hop ``win_length // 4``, zero padding, Slaney mel with Slaney norm, power 2).
+  n_fft 2048, hop 512 whatever n_fft is, zero padding, Slaney mel with Slaney norm, power 2;
+  ``hop_length=None`` gives ``librosa.stft``'s ``win_length // 4``).
 - mel ``"torchaudio"``: ``torchaudio.transforms.MelSpectrogram`` defaults (16 kHz, n_fft 400,
-  hop ``win_length // 2``, reflect padding, HTK mel, no norm).
+  hop ``win_length // 2``, reflect padding, HTK mel, no norm). ``MelSpectrogram`` also takes
+  torchaudio's argument names (``sample_rate``, ``f_min``, ``f_max``, ``mel_scale``,
+  ``window_fn``, ...), with any preset.
 - mel ``"dlr"``: the DLR authors' log-mel (DESIGN §5): 8 kHz, n_fft 1024, window 512, hop 256,
   128 mels, power 2, then ``librosa.amplitude_to_db`` applied to that power mel (their code's
   choice: ``20 log10``, amin 1e-5, top_db 80), then a per-clip z-score. Framing pads by
@@ -57,7 +60,7 @@ class MelConfig:
     n_fft: int = 2048
     win_length: int | None = None
     hop_length: int | None = None
-    window: str = "hann"
+    window: str | tuple = "hann"
     center: bool = True
     pad_mode: str = "constant"
     power: float = 2.0
@@ -75,7 +78,7 @@ class MelConfig:
 
 
 MEL_PRESETS = {
-    "librosa": MelConfig(),
+    "librosa": MelConfig(hop_length=512),
     "torchaudio": MelConfig(sr=16000, n_fft=400, pad_mode="reflect", htk=True, norm=None,
                             hop_divisor=2),
     "dlr": MelConfig(sr=PAPER.sample_rate, n_fft=1024, win_length=512, hop_length=256,
@@ -112,6 +115,43 @@ TEMPOGRAM_PRESETS = {
 }
 
 
+TORCHAUDIO_ALIASES = {"sample_rate": "sr", "f_min": "fmin", "f_max": "fmax"}
+"""``torchaudio.transforms.MelSpectrogram``'s argument name -> ours (both are accepted)."""
+TORCHAUDIO_WINDOWS = {torch.hann_window: "hann", torch.hamming_window: "hamming",
+                      torch.blackman_window: "blackman", torch.bartlett_window: "bartlett"}
+"""torchaudio's ``window_fn`` -> the periodic window of the same name."""
+TORCHAUDIO_MEL_SCALES = {"htk": True, "slaney": False}
+"""torchaudio's ``mel_scale`` -> our ``htk``."""
+
+
+def _from_torchaudio(given: dict[str, Any], torchaudio: dict[str, Any]) -> dict[str, Any]:
+    """``given`` (our names) with torchaudio's names folded in; raises for a setting given under
+    both names and for torchaudio options without an equivalent here."""
+    renamed = {TORCHAUDIO_ALIASES.get(name, name): value for name, value in torchaudio.items()}
+    if torchaudio["mel_scale"] is not FROM_PRESET:
+        if torchaudio["mel_scale"] not in TORCHAUDIO_MEL_SCALES:
+            raise ValueError(f"mel_scale must be 'htk' or 'slaney', got {torchaudio['mel_scale']!r}")
+        renamed["htk"] = TORCHAUDIO_MEL_SCALES[torchaudio["mel_scale"]]
+    if torchaudio["window_fn"] is not FROM_PRESET:
+        if torchaudio["window_fn"] not in TORCHAUDIO_WINDOWS or torchaudio["wkwargs"]:
+            raise ValueError(
+                f"window_fn={torchaudio['window_fn']!r} with wkwargs={torchaudio['wkwargs']!r} has "
+                f"no equivalent here: pass window= a scipy.signal.get_window name or tuple, "
+                f"e.g. 'hann' or ('kaiser', 12.0), or a tensor of win_length values")
+        renamed["window"] = TORCHAUDIO_WINDOWS[torchaudio["window_fn"]]
+    unsupported = {"pad": 0, "normalized": False, "onesided": True}
+    for name, default in unsupported.items():
+        if torchaudio[name] not in (default, None):
+            raise ValueError(f"{name}={torchaudio[name]!r} is not supported (only {name}="
+                             f"{default!r}); pad the input or normalise the output yourself")
+    for ours in ("sr", "fmin", "fmax", "htk", "window"):
+        if ours in renamed and renamed[ours] is not FROM_PRESET:
+            if given[ours] is not FROM_PRESET:
+                raise ValueError(f"{ours} given twice, under librosa's and torchaudio's names")
+            given = {**given, ours: renamed[ours]}
+    return given
+
+
 def _resolve(presets: dict, preset: str, given: dict[str, Any]):
     if preset not in presets:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
@@ -131,7 +171,11 @@ def _flatten(x: torch.Tensor) -> torch.Tensor:
 
 
 class MelSpectrogram(nn.Module):
-    """Mel spectrogram (optionally dB, optionally z-scored) with librosa's arguments.
+    """Mel spectrogram (optionally dB, optionally z-scored) with librosa's arguments, or
+    torchaudio's names for the same settings (``sample_rate``, ``f_min``, ``f_max``,
+    ``mel_scale``, ``window_fn`` (``torch.hann_window``...), ``wkwargs``, ``pad``,
+    ``normalized``, ``onesided``; ``pad``, ``normalized`` and ``onesided`` only at their
+    defaults). ``window``: a ``scipy.signal.get_window`` name or tuple (``("kaiser", 8.0)``).
 
     forward(x: (batch, samples) float at ``sr`` Hz) -> (batch, n_mels, frames); leading dims
     beyond one batch axis are kept. Frames as librosa: ``1 + samples // hop_length`` when
@@ -149,12 +193,20 @@ class MelSpectrogram(nn.Module):
                  norm: str | float | None = FROM_PRESET, to_db: bool | str = FROM_PRESET,
                  ref: float | str = FROM_PRESET, amin: float | None = FROM_PRESET,
                  top_db: float | None = FROM_PRESET, normalize: str | None = FROM_PRESET, *,
-                 preset: str = "librosa", backend: str | None = None) -> None:
+                 preset: str = "librosa", backend: str | None = None,
+                 sample_rate: float = FROM_PRESET, f_min: float = FROM_PRESET,
+                 f_max: float | None = FROM_PRESET, mel_scale: str = FROM_PRESET,
+                 window_fn: Any = FROM_PRESET, wkwargs: dict | None = None, pad: int = 0,
+                 normalized: bool = False, onesided: bool | None = None) -> None:
         super().__init__()
         given = dict(sr=sr, n_fft=n_fft, win_length=win_length, hop_length=hop_length,
                      window=window, center=center, pad_mode=pad_mode, power=power,
                      n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk, norm=norm, to_db=to_db,
                      ref=ref, amin=amin, top_db=top_db, normalize=normalize)
+        given = _from_torchaudio(given, dict(
+            sample_rate=sample_rate, f_min=f_min, f_max=f_max, mel_scale=mel_scale,
+            window_fn=window_fn, wkwargs=wkwargs, pad=pad, normalized=normalized,
+            onesided=onesided))
         config = _resolve(MEL_PRESETS, preset, given)
         win_length = config.win_length or config.n_fft
         config = replace(config, win_length=win_length,

@@ -17,19 +17,9 @@ from __future__ import annotations
 import math
 import warnings
 
+import scipy.signal
 import torch
 import torch.nn.functional as F
-
-COSINE_WINDOWS: dict[str, tuple[float, ...]] = {
-    "hann": (0.5, 0.5),
-    "hamming": (0.54, 0.46),
-    "blackman": (0.42, 0.5, 0.08),
-    "blackmanharris": (0.35875, 0.48829, 0.14128, 0.01168),
-    "boxcar": (1.0,),
-}
-"""Generalised cosine windows ``w[n] = sum_k (-1)**k a_k cos(2 pi k n / N)``, as in scipy.signal."""
-WINDOW_ALIASES = {"hanning": "hann", "ones": "boxcar", "rectangular": "boxcar", "rect": "boxcar",
-                  "blackman-harris": "blackmanharris"}
 
 PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate",
              "replicate": "replicate"}
@@ -41,24 +31,27 @@ SLANEY_MIN_LOG_HZ = 1000.0
 SLANEY_LOGSTEP = math.log(6.4) / 27.0
 
 
-def get_window(window: str | torch.Tensor, win_length: int, *, dtype: torch.dtype = torch.float64,
+def get_window(window: str | tuple | torch.Tensor, win_length: int, *,
+               dtype: torch.dtype = torch.float64,
                device: torch.device | str | None = None) -> torch.Tensor:
-    """Periodic window of ``win_length`` samples (``scipy.signal.get_window(..., fftbins=True)``).
+    """Periodic window of ``win_length`` samples: ``scipy.signal.get_window(window, win_length,
+    fftbins=True)``, as librosa builds it.
 
-    window: a name of ``COSINE_WINDOWS`` (or an alias), or a 1-D tensor of ``win_length`` values.
+    window: any name scipy knows ("hann", "hamming", "blackmanharris", ...), a (name, parameter)
+    tuple such as ``("kaiser", 8.0)``, or a 1-D tensor of ``win_length`` values.
     """
     if isinstance(window, torch.Tensor):
         if window.shape != (win_length,):
             raise ValueError(f"window tensor must have shape ({win_length},) = (win_length,), "
                              f"got {tuple(window.shape)}")
         return window.to(dtype=dtype, device=device)
-    name = WINDOW_ALIASES.get(window, window)
-    if name not in COSINE_WINDOWS:
-        raise ValueError(f"unknown window {window!r}; use one of {', '.join(COSINE_WINDOWS)} "
-                         f"or pass the window as a tensor of win_length values")
-    phase = 2 * math.pi * torch.arange(win_length, dtype=torch.float64) / win_length
-    values = sum((-1) ** k * a * torch.cos(k * phase) for k, a in enumerate(COSINE_WINDOWS[name]))
-    return values.to(dtype=dtype, device=device)
+    try:
+        values = scipy.signal.get_window(window, win_length, fftbins=True)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"window={window!r}: {exc}; use a scipy.signal.get_window name, a "
+                         f"(name, parameter) tuple such as ('kaiser', 8.0), or a tensor of "
+                         f"win_length values") from exc
+    return torch.from_numpy(values).to(dtype=dtype, device=device)
 
 
 def padded_window(window: str | torch.Tensor, win_length: int, n_fft: int, *,
