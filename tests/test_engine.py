@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from dlr_engine.audio import load
-from dlr_engine.engine import cli, discover, extract, extraction, parse_shard, pipeline
+from dlr_engine.engine import (cli, discover, extract, extraction, parse_shard, pipeline,
+                               worker)
 from dlr_engine.engine.pipeline import Batcher, Item, TrackState
 from dlr_engine.engine.writer import NpyStream, Store
 from dlr_engine.models.dlr_source import DLRSourceTaskNet
@@ -438,16 +439,18 @@ def test_same_corpus_twice_gives_identical_outputs(tmp_path):
     assert runs[0][1].equals(runs[1][1]) and runs[0][2].equals(runs[1][2])
 
 
-def test_a_crashed_decoder_fails_only_its_track(tmp_path):
+def test_a_crashed_decoder_fails_only_its_track(tmp_path, monkeypatch):
+    """The worker is killed while it waits on its 4-segment inbox, inside track 1."""
+    monkeypatch.setattr(pipeline, "INBOX_AUDIO_SECONDS", 4.0)
     corpus(tmp_path / "in", seconds=(10.0,) * 5)
     results = extract(tmp_path / "in", model=small_dlr(), workers=1, batch_size=1,
                       segment_seconds=1.0, progress=False)
     first = next(results)
-    (worker,) = multiprocessing.active_children()
-    os.kill(worker.pid, signal.SIGKILL)
+    (busy,) = [p for p in multiprocessing.active_children() if p not in worker.pooled_processes()]
+    os.kill(busy.pid, signal.SIGKILL)
     rest = [first, *results]
     failed = [r for r in rest if r.status == "failed"]
-    assert len(rest) == 5 and len(failed) == 1
+    assert len(rest) == 5 and len(failed) == 1, [(r.id, r.error) for r in rest]
     assert "decoder process died" in failed[0].error
 
 

@@ -1,10 +1,12 @@
 """The extraction loop of the main process: decode workers -> batcher -> model -> sink.
 
-Track ``p`` of a run goes to worker ``p % workers``; the main process reads the tracks' messages
-in run order, packs segments of equal length from many tracks into batches, runs the model
+Each track goes to the worker with the fewest tracks not yet decoded when it is queued
+(dynamic assignment: a worker busy with a long file gets fewer new ones); the main process reads
+the tracks' messages in run order whichever worker decoded them, packs segments of equal length from many tracks into batches, runs the model
 (only the main process touches the device) and hands each track's outputs, in segment order,
 to a sink (memory for the iterator API, the writer thread for ``out=``). Given the same tracks
-and batch size, batches are the same in every run, so outputs are bit-identical.
+and batch size, batches are the same in every run, whatever the schedule, so outputs are
+bit-identical.
 
 A worker process that dies (a decoder crash, an OOM kill) fails the track it was decoding and
 is replaced; its queued tracks go to the replacement.
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import worker as decode_workers
 from .worker import DecodePlan, DecodeWorker
 
 LOOKAHEAD_TRACKS = 6
@@ -151,8 +154,9 @@ class Pipeline:
         if not tasks:
             return
         self._tasks = tasks
-        self._workers = [self._new_worker() for _ in range(self.n_workers)]
+        self._workers = decode_workers.acquire(self.n_workers, self.processes, self.inbox_size)
         self._queued: list[deque[int]] = [deque() for _ in range(self.n_workers)]
+        self._slot_of: dict[int, int] = {}
         submitted = 0
         try:
             for position, (path, track_id) in enumerate(tasks):
@@ -164,16 +168,21 @@ class Pipeline:
             for batch in self.batcher.flush():
                 yield from self._run_batch(batch)
         finally:
-            for worker in self._workers:
-                worker.close()
+            decode_workers.release(self._workers)
 
     def _new_worker(self) -> DecodeWorker:
-        return DecodeWorker(self.plan, process=self.processes, inbox_size=self.inbox_size)
+        return DecodeWorker(process=self.processes, inbox_size=self.inbox_size)
 
-    def _submit(self, position: int) -> None:
-        slot = position % self.n_workers
-        self._workers[slot].submit(position, self._tasks[position][0])
+    def choose_slot(self) -> int:
+        """The worker to queue the next track on: the one with the fewest tracks not yet
+        decoded (the lowest slot on a tie)."""
+        return min(range(self.n_workers), key=lambda slot: (self._workers[slot].pending, slot))
+
+    def _submit(self, position: int, slot: int | None = None) -> None:
+        slot = self.choose_slot() if slot is None else slot
+        self._workers[slot].submit(position, self._tasks[position][0], self.plan)
         self._queued[slot].append(position)
+        self._slot_of[position] = slot
 
     def _restart(self, slot: int, stuck: bool = False) -> None:
         """Replace a dead or stuck worker; the tracks queued behind the lost one are queued
@@ -183,10 +192,10 @@ class Pipeline:
         queued = list(self._queued[slot])[1:]
         self._queued[slot].clear()
         for position in queued:
-            self._submit(position)
+            self._submit(position, slot)
 
     def _consume(self, track: TrackState) -> Iterator[Any]:
-        slot = track.position % self.n_workers
+        slot = self._slot_of.pop(track.position)
         while True:
             try:
                 message = self._workers[slot].get(timeout=STALL_SECONDS)

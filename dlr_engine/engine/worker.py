@@ -2,14 +2,21 @@
 
 Worker processes come from a **forkserver** where the platform has one, else are spawned:
 either way a fresh interpreter that never touched CUDA or started threads. The forkserver
-imports this module once, then forks each worker in milliseconds (spawning re-imports the
-package and the caller's main script per worker, seconds each), which also makes replacing
-a crashed worker cheap.
+imports this module once, then forks each worker in milliseconds. multiprocessing would also
+make every worker re-import the caller's main script (as ``__mp_main__``): a script importing
+torch at its top then cost each worker seconds (issue 17: 93x realtime instead of 4,184x on 16
+cores). Workers run only this module's functions, so ``process_context()`` starts them without
+the caller's main (see ``_main_module_hidden``).
 
-A worker serves tracks in the order they are submitted and streams one message per segment,
-so the main process sees every track's segments in a fixed order whatever the timing: batches,
-and therefore outputs, are reproducible. Each worker has a bounded inbox in the main process;
-a full inbox blocks the worker, which bounds memory. This module imports no torch.
+Worker processes are generic (the ``DecodePlan`` comes with each task) and kept in a pool of
+this process between runs (``acquire`` / ``release``): a worker whose tasks were all
+answered is idle and safe to reuse; any other is killed. A worker exits by itself, code 0,
+when its task queue ends (``close``, ``close_pool``, and at interpreter exit).
+
+A worker serves tracks in the order they are submitted and streams one message per segment;
+the main process reads the tracks in run order whichever worker decoded them, so batches, and
+therefore outputs, do not depend on the schedule. Each worker has a bounded inbox in the main
+process; a full inbox blocks the worker, which bounds memory. This module imports no torch.
 
 Messages (tuples, first item the kind):
   ("segment", track, index, start_sample, samples (n,) float32, track_peak)
@@ -22,8 +29,10 @@ which stops the run instead of failing every track.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
+import multiprocessing
 import os
 import queue
 import signal
@@ -31,9 +40,11 @@ import sys
 import tempfile
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 
 import numpy as np
+from multiprocessing import context as mp_context
 
 from ..audio.decode import AudioInfo, AudioStream, DecodeError
 from ..audio.segment import Segment, Segmenter, TooShortError, continuous_chunks
@@ -42,8 +53,7 @@ THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 """Thread-pool sizes forced to 1 in worker processes: parallelism comes from the workers."""
 POLL_SECONDS = 0.5
-START_METHODS = ("forkserver", "spawn")
-"""Preferred multiprocessing start methods, first available wins (never plain fork)."""
+"""How often a decode thread blocked on a full inbox checks whether its owner closed it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,23 +135,20 @@ def track_messages(track: int, path: str, plan: DecodePlan) -> Iterator[tuple]:
     yield final
 
 
-def serve(receive: Callable[[], tuple | None], send: Callable[[tuple], None],
-          plan: DecodePlan) -> None:
-    """Run tasks ``(track, path)`` until ``None``."""
+def serve(receive: Callable[[], tuple | None], send: Callable[[tuple], None]) -> None:
+    """Run tasks ``(track, path, plan)`` until ``None``."""
     while (task := receive()) is not None:
-        for message in track_messages(*task, plan):
+        for message in track_messages(*task):
             send(message)
 
 
-def _process_main(tasks, messages, plan: DecodePlan) -> None:
-    """Entry point of a worker process: serve until the main process closes the task pipe
-    (or dies, which closes it too)."""
+def _process_main(tasks, messages) -> None:
+    """Entry point of a worker process: serve until the main process ends the task queue
+    (``None``, or the pipe closing when the main process dies); then return, exit code 0."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
     with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):
         messages.send(("ready",))
-        serve(tasks.recv, messages.send, plan)
+        serve(tasks.recv, messages.send)
 
 
 @contextlib.contextmanager
@@ -159,14 +166,57 @@ def single_threaded_env() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def process_context():
-    """The multiprocessing context of worker processes (see ``START_METHODS``)."""
-    import multiprocessing
-    method = next(m for m in START_METHODS if m in multiprocessing.get_all_start_methods())
-    context = multiprocessing.get_context(method)
-    if method == "forkserver":
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Show multiprocessing a ``__main__`` without file or spec while a process starts.
+
+    ``multiprocessing.spawn.get_preparation_data`` tells every forkserver or spawn child to
+    re-import the caller's main script (``init_main_from_path``) before it unpickles its
+    target; our targets live in this module, so the child needs none of it. The swap lasts as
+    long as ``Process.start()`` (the preparation data is pickled there); another thread that
+    looks up ``sys.modules["__main__"]`` in that window sees the stand-in."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+class _StartWithoutMain:
+    """Mixin of the worker ``Process`` classes: ``start()`` without the caller's main script,
+    with single-threaded math libraries (a forkserver started now keeps that environment)."""
+
+    def start(self) -> None:
+        with _main_module_hidden(), single_threaded_env():
+            super().start()
+
+
+class _ForkServerProcess(_StartWithoutMain, mp_context.ForkServerProcess):
+    pass
+
+
+class _SpawnProcess(_StartWithoutMain, mp_context.SpawnProcess):
+    pass
+
+
+class _ForkServerContext(mp_context.ForkServerContext):
+    Process = _ForkServerProcess
+
+
+class _SpawnContext(mp_context.SpawnContext):
+    Process = _SpawnProcess
+
+
+def process_context() -> mp_context.BaseContext:
+    """The multiprocessing context of worker processes: forkserver (preloading this module),
+    else spawn, whose processes (``Process``, ``Pool``) never import the caller's main script;
+    their targets must live in importable modules."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = _ForkServerContext()
         context.set_forkserver_preload([__name__])
-    return context
+        return context
+    return _SpawnContext()
 
 
 class _Stopped(Exception):
@@ -177,13 +227,15 @@ class DecodeWorker:
     """One decoder and its bounded inbox.
 
     process: run in a worker process (else a thread of this process, where libsndfile and
-    soxr release the GIL). ``submit(track, path)`` queues a task; ``get()`` returns the next
-    message, or ``("died", why)`` if the worker vanished (crash, OOM kill).
+    soxr release the GIL). ``submit(track, path, plan)`` queues a task; ``get()`` returns the
+    next message, or ``("died", why)`` if the worker vanished (crash, OOM kill). ``pending``:
+    tasks submitted whose last message has not reached the inbox yet.
     """
 
-    def __init__(self, plan: DecodePlan, process: bool = True, inbox_size: int = 16,
-                 context=None) -> None:
+    def __init__(self, process: bool = True, inbox_size: int = 16, context=None) -> None:
         self.inbox: queue.Queue = queue.Queue(maxsize=inbox_size)
+        self.inbox_size = inbox_size
+        self.pending = 0
         self._closed = threading.Event()
         self._ready = not process
         self.process = None
@@ -192,9 +244,8 @@ class DecodeWorker:
             task_receiver, self._task_sender = context.Pipe(duplex=False)
             message_receiver, message_sender = context.Pipe(duplex=False)
             self.process = context.Process(target=_process_main, daemon=True,
-                                           args=(task_receiver, message_sender, plan))
-            with single_threaded_env():
-                self.process.start()
+                                           args=(task_receiver, message_sender))
+            self.process.start()
             task_receiver.close()
             message_sender.close()
             self._submit = self._task_sender.send
@@ -202,19 +253,21 @@ class DecodeWorker:
         else:
             tasks: queue.Queue = queue.Queue()
             self._submit = tasks.put
-            target, args = self._serve_thread, (tasks.get, plan)
+            target, args = self._serve_thread, (tasks.get,)
         self._thread = threading.Thread(target=target, args=args, daemon=True,
                                         name="dlr-engine-decode")
         self._thread.start()
 
     def _put(self, message: tuple) -> None:
-        while True:
+        while not self._closed.is_set():
             try:
                 self.inbox.put(message, timeout=POLL_SECONDS)
-                return
             except queue.Full:
-                if self._closed.is_set():
-                    raise _Stopped from None
+                continue
+            if message[0] in ("end", "error"):
+                self.pending -= 1
+            return
+        raise _Stopped
 
     def _pump(self, receiver) -> None:
         """Move messages from the worker process's pipe into the inbox."""
@@ -223,7 +276,7 @@ class DecodeWorker:
                 self._put(receiver.recv())
         except (EOFError, OSError):
             if not self._closed.is_set():
-                self.process.join(timeout=5)
+                self.process.join()  # its pipe closed: the process has exited
                 with contextlib.suppress(_Stopped):
                     self._put(("died", f"exit code {self.process.exitcode}"))
         except _Stopped:
@@ -231,20 +284,24 @@ class DecodeWorker:
         finally:
             receiver.close()
 
-    def _serve_thread(self, receive, plan: DecodePlan) -> None:
+    def _serve_thread(self, receive) -> None:
+        def next_task() -> tuple | None:
+            task = receive()
+            return None if self._closed.is_set() else task
         try:
-            serve(receive, self._put, plan)
+            serve(next_task, self._put)
         except _Stopped:
             pass
         except Exception as error:  # noqa: BLE001 - reported like a dead process
             with contextlib.suppress(_Stopped):
                 self._put(("died", f"{type(error).__name__}: {error}"))
 
-    def submit(self, track: int, path: str) -> None:
+    def submit(self, track: int, path: str, plan: DecodePlan) -> None:
         """Queue a task. A worker process that has died cannot take it: the send fails, and
         the death reaches ``get()`` as ``("died", why)``, whose handler requeues the task."""
+        self.pending += 1
         try:
-            self._submit((track, path))
+            self._submit((track, path, plan))
         except OSError:  # BrokenPipeError: the process is gone; _pump reports it
             if self.process is None or self.process.is_alive():
                 raise
@@ -262,25 +319,91 @@ class DecodeWorker:
             elif message[0] == "died" and not self._ready:
                 raise RuntimeError(
                     f"a decode worker process could not start ({message[1]}; its "
-                    f"error is printed above). In a script, call extract() under "
-                    f"'if __name__ == \"__main__\":'; or pass workers=0 to decode in a thread")
+                    f"error is printed above); pass workers=0 to decode in threads")
             else:
                 return message
 
+    def idle(self) -> bool:
+        """Every task answered and nothing but ``ready`` left in the inbox (which is
+        emptied): the worker can serve another run."""
+        if self.pending or (self.process is not None and not self.process.is_alive()):
+            return False
+        while True:
+            try:
+                message = self.inbox.get_nowait()
+            except queue.Empty:
+                return True
+            if message[0] != "ready":
+                return False
+            self._ready = True
+
     def close(self, stuck: bool = False) -> None:
-        """Stop the worker; a process that does not exit within a few seconds is terminated.
-        stuck: the worker hangs (in a read or the decoder): kill its process at once; a stuck
-        thread cannot be stopped and is left behind."""
+        """Stop the worker. An idle one (every task answered: the normal end of a run) is sent
+        the end of its task queue and exits by itself, code 0; it is joined without a
+        timeout. Any other (a run abandoned midway, or ``stuck`` in a read or the decoder) is
+        killed at once; a stuck thread cannot be stopped and is left behind."""
+        normal = not stuck and self.idle()
         self._closed.set()
-        with contextlib.suppress(OSError, ValueError):
+        if self.process is None:
             self._submit(None)
-        wait = 0.5 if stuck else 5.0
-        if self.process is not None:
-            self._task_sender.close()
-            if stuck:
-                self.process.kill()
-            self.process.join(timeout=wait)
-            if self.process.is_alive():
-                self.process.terminate()
-                self.process.join(timeout=wait)
-        self._thread.join(timeout=wait)
+            if normal:
+                self._thread.join()
+            return
+        if normal:
+            with contextlib.suppress(OSError):
+                self._task_sender.send(None)
+        else:
+            self.process.kill()
+        self._task_sender.close()
+        self.process.join()
+        self._thread.join()
+
+
+_idle: dict[int, list[DecodeWorker]] = {}
+"""Idle worker processes of this process, by inbox size."""
+_idle_pid: int | None = None
+_idle_lock = threading.Lock()
+
+
+def acquire(count: int, process: bool, inbox_size: int) -> list[DecodeWorker]:
+    """``count`` workers: idle processes of earlier runs first, then new ones (threads are
+    always new: they start in microseconds)."""
+    global _idle_pid
+    reused: list[DecodeWorker] = []
+    if process:
+        with _idle_lock:
+            if _idle_pid != os.getpid():  # a forked child: the pool is its parent's
+                _idle.clear()
+                _idle_pid = os.getpid()
+                atexit.register(close_pool)
+            pool = _idle.setdefault(inbox_size, [])
+            while pool and len(reused) < count:
+                reused.append(pool.pop())
+    return reused + [DecodeWorker(process, inbox_size) for _ in range(count - len(reused))]
+
+
+def release(workers: list[DecodeWorker]) -> None:
+    """Return the idle worker processes of a run to the pool; close the others."""
+    for worker in workers:
+        if worker.process is not None and _idle_pid == os.getpid() and worker.idle():
+            with _idle_lock:
+                _idle.setdefault(worker.inbox_size, []).append(worker)
+        else:
+            worker.close()
+
+
+def pooled_processes() -> list:
+    """The ``multiprocessing.Process`` of every idle pooled worker."""
+    with _idle_lock:
+        return [worker.process for pool in _idle.values() for worker in pool]
+
+
+def close_pool() -> None:
+    """End the idle worker processes: each reads the end of its queue and exits, code 0.
+    Runs at interpreter exit (before multiprocessing's own exit handler, which would
+    terminate them)."""
+    with _idle_lock:
+        workers = [worker for pool in _idle.values() for worker in pool]
+        _idle.clear()
+    for worker in workers:
+        worker.close()
