@@ -1,15 +1,32 @@
 """Triton kernels of the fused DLR op (DESIGN §3); launched by ``dlr_engine.ops.dlr_triton``.
 
-Both kernels run on the grid ``(frame_blocks, channel_blocks, batch * branches)``: a program owns
-one clip ``n``, one branch, ``BLOCK_C`` channels of that branch and a run of consecutive output
-frames. It walks each frame's pool window in ``BLOCK_T``-sample tiles and rebuilds the
-pre-activation tile ``bias[c] + sum_k w[c, k] * x[t + k * dilation]`` from ``x`` by looping over
-the taps, so the full-rate ``(batch, branches * channels, samples)`` map never reaches memory.
+Per branch the pre-activation is a small matmul: ``pre = W @ X_k + b`` with ``W`` the branch's
+``(channels, taps)`` weights and ``X_k[k, t] = x[t + k * dilation]`` the im2col tile of ``x``,
+gathered by one strided 2-D load per tile (``taps`` rows of consecutive samples) and fed to
+``tl.dot`` (tensor cores, float32 accumulation). ReLU and the pooling sum happen on the dot's
+output in registers, so the full-rate ``(batch, branches * channels, samples)`` map never
+reaches memory.
+
+Forward and weight-gradient kernels run on the grid ``(frame_blocks, channel_blocks, batch *
+branches)``: a program owns one clip, one branch, ``BLOCK_C`` channels of it (all 32 of the
+published model) and a run of consecutive output frames, walked in ``BLOCK_T``-sample tiles of
+each pool window. The input-gradient kernel runs on ``(sample_blocks, batch)``: a program owns
+``BLOCK_S`` samples of ``x`` and gathers every contribution they receive (each branch, tap and
+channel), recomputing the pre-activations it needs, so it writes each sample once: no atomics,
+deterministic.
+
+``PRECISION`` (constexpr) selects the dot's inputs: ``ieee`` (exact float32 products), ``tf32``
+(operands rounded to nearest even with 10 mantissa bits, TF32 tensor cores), ``bf16``
+(operands rounded to bfloat16, bfloat16 tensor cores). ``EMULATED`` (Triton's interpreter,
+which has no working bfloat16 or TF32 dot) rounds the operands to the same grid in float32 and
+multiplies exactly: the product of two TF32 or bfloat16 values is exact in float32, so
+interpreted tests see the rounding the tensor cores get.
 
 Tensor layouts, all contiguous: ``x (batch, samples)``, ``weight (branches, channels, TAPS)``,
 ``bias (branches, channels)``, ``dilations (branches,) int32``, pooled map
 ``(batch, branches * channels, frames)``. Floating inputs of any width are loaded into float32,
-all arithmetic is float32, and outputs are stored in their buffer's dtype.
+sums are float32, and outputs are stored in their buffer's dtype. ReLU is
+``where(pre < 0, 0, pre)``, which keeps NaN (as ``torch.relu``).
 """
 from __future__ import annotations
 
@@ -18,90 +35,133 @@ import triton.language as tl
 
 
 @triton.jit
-def _preactivation(x_row, w_rows, bias, c_mask, t, t_mask, dilation,
-                   TAPS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
-    """(BLOCK_C, BLOCK_T) tile ``bias[c] + sum_k w[c, k] * x[t + k * dilation]`` (VALID, no flip).
+def _round_mantissa(v, DROP_BITS: tl.constexpr):
+    """float32 ``v`` rounded to nearest even with its ``DROP_BITS`` low mantissa bits cleared
+    (16: bfloat16, 13: TF32); NaN stays NaN, overflow gives infinity."""
+    bits = v.to(tl.uint32, bitcast=True)
+    half = (1 << (DROP_BITS - 1)) - 1
+    keep = (0xFFFFFFFF >> DROP_BITS) << DROP_BITS
+    bits = (bits + half + ((bits >> DROP_BITS) & 1)) & keep
+    return bits.to(tl.float32, bitcast=True)
 
-    x_row: pointer to the clip's first sample; w_rows: (BLOCK_C,) pointers to ``weight[branch, c, 0]``;
-    t: (BLOCK_T,) sample offsets, loaded where ``t_mask``.
-    """
-    acc = tl.zeros((BLOCK_C, BLOCK_T), dtype=tl.float32) + bias[:, None]
-    for k in tl.static_range(TAPS):
-        w_k = tl.load(w_rows + k, mask=c_mask, other=0.0).to(tl.float32)
-        x_k = tl.load(x_row + t + k * dilation, mask=t_mask, other=0.0).to(tl.float32)
-        acc += w_k[:, None] * x_k[None, :]
-    return acc
+
+@triton.jit
+def _dot(a, b, PRECISION: tl.constexpr, EMULATED: tl.constexpr):
+    """``a @ b`` of float32 tiles with float32 accumulation, operands as ``PRECISION`` says:
+    ``ieee`` exact; ``tf32`` / ``bf16`` rounded to nearest even on that grid, then multiplied
+    by the tensor cores, or (``EMULATED``: Triton's interpreter, which has no working bfloat16
+    or TF32 dot) exactly in float32, which gives the same products."""
+    if PRECISION == "ieee":
+        return tl.dot(a, b, input_precision="ieee")
+    elif PRECISION == "tf32":
+        a = _round_mantissa(a, 13)  # the tensor cores would truncate: round explicitly
+        b = _round_mantissa(b, 13)
+        if EMULATED:
+            return tl.dot(a, b, input_precision="ieee")
+        else:
+            return tl.dot(a, b, input_precision="tf32")
+    else:
+        if EMULATED:
+            return tl.dot(_round_mantissa(a, 16), _round_mantissa(b, 16), input_precision="ieee")
+        else:
+            return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), out_dtype=tl.float32)
+
+
+@triton.jit
+def _branch_tiles(w_ptr, b_ptr, branch, channels, c, c_mask,
+                  TAPS: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The branch's weights as a ``(BLOCK_C, BLOCK_K)`` float32 tile (zero beyond ``channels``
+    and ``TAPS``), its biases ``(BLOCK_C,)`` and the tap indices ``(BLOCK_K,)`` with their
+    mask."""
+    taps = tl.arange(0, BLOCK_K)
+    tap_mask = taps < TAPS
+    rows = branch * channels + c
+    w = tl.load(w_ptr + rows[:, None] * TAPS + taps[None, :],
+                mask=c_mask[:, None] & tap_mask[None, :], other=0.0).to(tl.float32)
+    bias = tl.load(b_ptr + rows, mask=c_mask, other=0.0).to(tl.float32)
+    return w, bias, taps, tap_mask
+
+
+@triton.jit
+def _preactivation(x_row, w, bias, taps, tap_mask, t, t_mask, dilation,
+                   PRECISION: tl.constexpr, EMULATED: tl.constexpr):
+    """``(pre, x_k)``: the ``(BLOCK_C, BLOCK_T)`` tile ``bias[c] + sum_k w[c, k] * x[t + k *
+    dilation]`` and the ``(BLOCK_K, BLOCK_T)`` im2col tile ``x_k`` it was computed from (zero
+    where ``t_mask`` or the tap mask is off). x_row: pointer to the clip's first sample."""
+    x_k = tl.load(x_row + t[None, :] + taps[:, None] * dilation,
+                  mask=tap_mask[:, None] & t_mask[None, :], other=0.0).to(tl.float32)
+    return _dot(w, x_k, PRECISION, EMULATED) + bias[:, None], x_k
 
 
 @triton.jit
 def _program_slice(x_ptr, w_ptr, b_ptr, dilations_ptr, samples, branches, channels, frames,
-                   frames_per_program, TAPS: tl.constexpr, BLOCK_C: tl.constexpr):
-    """What one program of either kernel works on: grid axis 0 = frame block, 1 = channel
-    block, 2 = clip * branches + branch. Returns the frame block, clip ``n``, ``branch``, its
-    dilation, channels ``c`` and their mask, weight-row pointers, biases (float32), the clip's
+                   frames_per_program, TAPS: tl.constexpr, BLOCK_C: tl.constexpr,
+                   BLOCK_K: tl.constexpr):
+    """What one forward / weight-gradient program works on: grid axis 0 = frame block, 1 =
+    channel block, 2 = clip * branches + branch. Returns the frame block, the dilation,
+    channels ``c`` and their mask, the weight and bias tiles, taps and their mask, the clip's
     x row, offsets of the pooled rows ``(n, branch * channels + c, :)`` and frames
     ``[first, last)``."""
     frame_block = tl.program_id(0)
-    channel_block = tl.program_id(1)
     n = tl.program_id(2) // branches
     branch = tl.program_id(2) % branches
     dilation = tl.load(dilations_ptr + branch)
-    c = channel_block * BLOCK_C + tl.arange(0, BLOCK_C)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_mask = c < channels
-    w_rows = w_ptr + (branch * channels + c) * TAPS
-    bias = tl.load(b_ptr + branch * channels + c, mask=c_mask, other=0.0).to(tl.float32)
+    w, bias, taps, tap_mask = _branch_tiles(w_ptr, b_ptr, branch, channels, c, c_mask,
+                                            TAPS, BLOCK_K)
     x_row = x_ptr + n.to(tl.int64) * samples
     pooled_rows = (n.to(tl.int64) * branches + branch) * channels * frames + c * frames
     first = frame_block * frames_per_program
     last = tl.minimum(first + frames_per_program, frames)
-    return (frame_block, n, branch, dilation, c, c_mask, w_rows, bias, x_row, pooled_rows, first,
-            last)
+    return (frame_block, dilation, c, c_mask, w, bias, taps, tap_mask, x_row, pooled_rows,
+            first, last)
 
 
 @triton.jit
 def dlr_forward_kernel(x_ptr, w_ptr, b_ptr, dilations_ptr, out_ptr,
                        samples, branches, channels, frames, pool, frames_per_program,
-                       TAPS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+                       TAPS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
+                       BLOCK_T: tl.constexpr, PRECISION: tl.constexpr,
+                       EMULATED: tl.constexpr):
     """``out[n, branch * channels + c, f] = mean_{j < pool} relu(pre[c, f * pool + j])``."""
-    (frame_block, n, branch, dilation, c, c_mask, w_rows, bias, x_row, pooled_rows, first,
+    (frame_block, dilation, c, c_mask, w, bias, taps, tap_mask, x_row, pooled_rows, first,
      last) = _program_slice(x_ptr, w_ptr, b_ptr, dilations_ptr, samples, branches, channels,
-                            frames, frames_per_program, TAPS, BLOCK_C)
+                            frames, frames_per_program, TAPS, BLOCK_C, BLOCK_K)
     out_rows = out_ptr + pooled_rows
     for f in range(first, last):
         pooled = tl.zeros((BLOCK_C,), dtype=tl.float32)
         for start in range(0, pool, BLOCK_T):
             j = start + tl.arange(0, BLOCK_T)
             j_mask = j < pool
-            pre = _preactivation(x_row, w_rows, bias, c_mask, f * pool + j, j_mask, dilation,
-                                 TAPS, BLOCK_C, BLOCK_T)
-            pooled += tl.sum(tl.where(j_mask[None, :], tl.maximum(pre, 0.0), 0.0), axis=1)
+            pre, x_k = _preactivation(x_row, w, bias, taps, tap_mask, f * pool + j, j_mask,
+                                      dilation, PRECISION, EMULATED)
+            relu = tl.where(pre < 0.0, 0.0, pre)
+            pooled += tl.sum(tl.where(j_mask[None, :], relu, 0.0), axis=1)
         tl.store(out_rows + f, (pooled / pool).to(out_ptr.dtype.element_ty), mask=c_mask)
 
 
 @triton.jit
-def dlr_backward_kernel(grad_out_ptr, x_ptr, w_ptr, b_ptr, dilations_ptr,
-                        grad_x_ptr, grad_w_partial_ptr, grad_b_partial_ptr,
-                        samples, branches, channels, frames, pool, frames_per_program, frame_blocks,
-                        TAPS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr,
-                        BLOCK_K: tl.constexpr, NEED_X_GRAD: tl.constexpr):
-    """Gradients of the forward through the ReLU mask, recomputed from ``x`` (never stored).
+def dlr_weight_grad_kernel(grad_out_ptr, x_ptr, w_ptr, b_ptr, dilations_ptr,
+                           grad_w_partial_ptr, grad_b_partial_ptr,
+                           samples, branches, channels, frames, pool, frames_per_program,
+                           frame_blocks,
+                           TAPS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
+                           BLOCK_T: tl.constexpr, PRECISION: tl.constexpr,
+                           EMULATED: tl.constexpr):
+    """Weight and bias gradients through the ReLU mask recomputed from ``x`` (never stored).
 
     ``g[c, t] = (pre[c, t] > 0) * grad_out[n, branch * channels + c, t // pool] / pool`` for
-    ``t < frames * pool``. Weight and bias gradients are summed over this program's frames and
-    written to its own row of ``grad_w_partial (batch, frame_blocks, branches, channels, TAPS)``
-    and ``grad_b_partial (batch, frame_blocks, branches, channels)``, both float32: the launcher
-    reduces them with ``torch.sum``, so they are deterministic. ``grad_x (batch, samples)``
-    float32, zero-filled by the launcher, receives ``sum_c g[c, t] * w[c, k]`` at ``t + k * dilation`` through
-    ``tl.atomic_add`` (programs of neighbouring frames, other channel blocks and other branches
-    hit the same samples), so its float rounding order is not deterministic on a GPU.
+    ``t < frames * pool``; ``grad_w += g @ x_k^T`` (``tl.dot``) and ``grad_b += sum_t g``
+    over this program's frames, written to its own row of ``grad_w_partial (batch,
+    frame_blocks, branches, channels, TAPS)`` and ``grad_b_partial (batch, frame_blocks,
+    branches, channels)``, float32; the launcher reduces them with ``torch.sum``
+    (deterministic).
     """
-    (frame_block, n, branch, dilation, c, c_mask, w_rows, bias, x_row, pooled_rows, first,
+    (frame_block, dilation, c, c_mask, w, bias, taps, tap_mask, x_row, pooled_rows, first,
      last) = _program_slice(x_ptr, w_ptr, b_ptr, dilations_ptr, samples, branches, channels,
-                            frames, frames_per_program, TAPS, BLOCK_C)
-    taps = tl.arange(0, BLOCK_K)
-    grad_x_row = grad_x_ptr + n.to(tl.int64) * samples
+                            frames, frames_per_program, TAPS, BLOCK_C, BLOCK_K)
     grad_out_rows = grad_out_ptr + pooled_rows
-
     grad_w = tl.zeros((BLOCK_C, BLOCK_K), dtype=tl.float32)
     grad_b = tl.zeros((BLOCK_C,), dtype=tl.float32)
     for f in range(first, last):
@@ -109,21 +169,54 @@ def dlr_backward_kernel(grad_out_ptr, x_ptr, w_ptr, b_ptr, dilations_ptr,
         for start in range(0, pool, BLOCK_T):
             j = start + tl.arange(0, BLOCK_T)
             j_mask = j < pool
-            t = f * pool + j
-            pre = _preactivation(x_row, w_rows, bias, c_mask, t, j_mask, dilation,
-                                 TAPS, BLOCK_C, BLOCK_T)
+            pre, x_k = _preactivation(x_row, w, bias, taps, tap_mask, f * pool + j, j_mask,
+                                      dilation, PRECISION, EMULATED)
             g = tl.where((pre > 0.0) & j_mask[None, :], grad_pooled[:, None], 0.0)
             grad_b += tl.sum(g, axis=1)
-            for k in tl.static_range(TAPS):
-                x_k = tl.load(x_row + t + k * dilation, mask=j_mask, other=0.0).to(tl.float32)
-                grad_w_k = tl.sum(g * x_k[None, :], axis=1)
-                grad_w += tl.where(taps[None, :] == k, grad_w_k[:, None], 0.0)
-                if NEED_X_GRAD:
-                    w_k = tl.load(w_rows + k, mask=c_mask, other=0.0).to(tl.float32)
-                    tl.atomic_add(grad_x_row + t + k * dilation, tl.sum(g * w_k[:, None], axis=0),
-                                  mask=j_mask, sem="relaxed")
+            grad_w += _dot(g, tl.trans(x_k), PRECISION, EMULATED)
 
-    partial_rows = ((n.to(tl.int64) * frame_blocks + frame_block) * branches + branch) * channels + c
+    partial_rows = (((tl.program_id(2) // branches).to(tl.int64) * frame_blocks + frame_block)
+                    * branches + tl.program_id(2) % branches) * channels + c
     tl.store(grad_b_partial_ptr + partial_rows, grad_b, mask=c_mask)
     tl.store(grad_w_partial_ptr + partial_rows[:, None] * TAPS + taps[None, :], grad_w,
-             mask=c_mask[:, None] & (taps[None, :] < TAPS))
+             mask=c_mask[:, None] & tap_mask[None, :])
+
+
+@triton.jit
+def dlr_input_grad_kernel(grad_out_ptr, x_ptr, w_ptr, b_ptr, dilations_ptr, grad_x_ptr,
+                          samples, branches, channels, frames, pool,
+                          TAPS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
+                          BLOCK_S: tl.constexpr, PRECISION: tl.constexpr,
+                          EMULATED: tl.constexpr):
+    """``grad_x[n, s] = sum_{branch, k, c} g_branch[c, s - k * dilation] * w[branch, c, k]``.
+
+    Grid ``(cdiv(samples, BLOCK_S), batch)``: a program owns ``BLOCK_S`` samples and, per
+    branch, tap and channel block, recomputes the pre-activation tile at the output steps
+    ``t = s - k * dilation`` that read them (``TAPS`` dots per branch, so this costs about
+    ``TAPS`` forwards) and gathers their gradients; every sample is written once, in a fixed
+    order: deterministic, no atomics. ``grad_x (batch, samples)`` float32.
+    """
+    n = tl.program_id(1).to(tl.int64)
+    s = tl.program_id(0) * BLOCK_S + tl.arange(0, BLOCK_S)
+    x_row = x_ptr + n * samples
+    steps = frames * pool
+    grad_x = tl.zeros((BLOCK_S,), dtype=tl.float32)
+    for branch in range(branches):
+        dilation = tl.load(dilations_ptr + branch)
+        for channel_start in range(0, channels, BLOCK_C):
+            c = channel_start + tl.arange(0, BLOCK_C)
+            c_mask = c < channels
+            w, bias, taps, tap_mask = _branch_tiles(w_ptr, b_ptr, branch, channels, c, c_mask,
+                                                    TAPS, BLOCK_K)
+            grad_rows = grad_out_ptr + (n * branches + branch) * channels * frames + c * frames
+            for k in range(TAPS):
+                t = s - k * dilation
+                t_mask = (t >= 0) & (t < steps)
+                pre, x_k = _preactivation(x_row, w, bias, taps, tap_mask, t, t_mask, dilation,
+                                          PRECISION, EMULATED)
+                grad_pooled = tl.load(grad_rows[:, None] + t[None, :] // pool,
+                                      mask=c_mask[:, None] & t_mask[None, :], other=0.0)
+                g = tl.where((pre > 0.0) & t_mask[None, :], grad_pooled.to(tl.float32), 0.0)
+                w_k = tl.sum(tl.where(taps[None, :] == k, w, 0.0), axis=1)
+                grad_x += tl.sum(g * w_k[:, None], axis=0)
+    tl.store(grad_x_ptr + n * samples + s, grad_x / pool, mask=s < samples)

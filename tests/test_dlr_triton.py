@@ -29,8 +29,10 @@ pytestmark = pytest.mark.skipif(
     reason="compiled Triton needs a CUDA GPU; set TRITON_INTERPRET=1 to use the interpreter")
 
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3}
-"""Largest accepted relative error ``||out - ref|| / ||ref||`` against the float64 reference:
-float32 accumulation, then (float16) rounding of the outputs to 2 ** -11."""
+"""Largest accepted relative error ``||out - ref|| / ||ref||`` against the float64 reference
+in float32 precision: float32 accumulation, then (float16) rounding of the outputs to 2 ** -11.
+Other precisions: ``dlr_triton.PRECISION_TOLERANCE``."""
+PRECISIONS = dlr_triton.PRECISIONS
 
 CASES = {
     # name: (batch, samples, channels, taps, dilations, pool)
@@ -38,6 +40,8 @@ CASES = {
     "pool6_batch1": (1, 131, 3, 3, (1, 2, 3), 6),
     "one_frame": (3, receptive_field(3, (1, 2, 3)) + 5 - 1, 4, 3, (1, 2, 3), 5),
     "two_branches_taps5": (2, 90, 4, 5, (3, 1), 4),
+    "published_taps_and_channels": (2, 300, 32, 16, (1, 3, 9), 16),
+    "taps17_channels20": (1, 130, 20, 17, (1, 2), 7),
 }
 
 
@@ -72,34 +76,79 @@ def reference_with_grads(x, weight, bias, dilations, pool, seed=1):
 
 
 def check_against_reference(batch, samples, channels, taps, dilations, pool,
-                            dtype=torch.float32):
+                            dtype=torch.float32, precision="float32") -> list[float]:
+    """Forward and the three gradients against the float64 reference; returns their errors."""
+    tolerance = max(TOLERANCE[dtype], dlr_triton.PRECISION_TOLERANCE[precision])
     x, weight, bias = make_inputs(batch, samples, channels, taps, dilations, dtype)
-    ref, grad_out, ref_grads = reference_with_grads(x, weight, bias, dilations, pool)
-    out = dlr_triton.dlr_forward(x, weight, bias, dilations, pool)
+    ref, grad_out, ref_grads = reference_with_grads(
+        *(dlr_triton.round_operands(t, precision).to(dtype) for t in (x, weight)), bias,
+        dilations, pool)
+    out = dlr_triton.dlr_forward(x, weight, bias, dilations, pool, precision)
     assert out.shape == ref.shape and out.dtype == dtype
-    assert relative_error(out, ref) < TOLERANCE[dtype]
-    grads = dlr_triton.dlr_backward(grad_out, x, weight, bias, dilations, pool, need_x_grad=True)
+    errors = [relative_error(out, ref)]
+    grads = dlr_triton.dlr_backward(grad_out, x, weight, bias, dilations, pool, need_x_grad=True,
+                                    precision=precision)
     for name, grad, ref_grad in zip(("x", "weight", "bias"), grads, ref_grads):
         assert grad.shape == ref_grad.shape and grad.dtype == dtype, name
-        assert relative_error(grad, ref_grad) < TOLERANCE[dtype], name
+        errors.append(relative_error(grad, ref_grad))
+    assert max(errors) < tolerance, errors
+    return errors
 
 
+@pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
-def test_forward_and_backward_match_reference(case):
-    check_against_reference(*case)
+def test_forward_and_backward_match_reference(case, precision):
+    check_against_reference(*case, precision=precision)
+
+
+def test_reduced_precisions_round_the_operands():
+    """tf32 and bfloat16 really round x and the weights: against the exact float64 reference
+    their forward errors exceed float32's by orders of magnitude (bfloat16's exceed tf32's)."""
+    batch, samples, channels, taps, dilations, pool = CASES["published_taps_and_channels"]
+    x, weight, bias = make_inputs(batch, samples, channels, taps, dilations)
+    ref = dlr_reference(x.double(), weight.double(), bias.double(), dilations, pool)
+    errors = {p: relative_error(dlr_triton.dlr_forward(x, weight, bias, dilations, pool, p), ref)
+              for p in PRECISIONS}
+    assert errors["float32"] < 1e-6 < 100 * errors["float32"] < errors["tf32"]
+    assert 4 * errors["tf32"] < errors["bfloat16"] < 1e-2, errors
+
+
+def test_round_operands_matches_torch_bfloat16():
+    x = torch.randn(1000) * 10.0 ** torch.randint(-30, 30, (1000,))
+    x[:3] = torch.tensor([float("nan"), float("inf"), -3.4e38])
+    assert torch.equal(dlr_triton.round_operands(x, "bfloat16")[1:], x[1:].bfloat16().float())
+    tf32 = dlr_triton.round_operands(x[3:], "tf32")
+    assert ((tf32 - x[3:]) / x[3:]).abs().max() <= 2.0**-11
+    assert torch.equal(dlr_triton.round_operands(tf32, "tf32"), tf32)  # already on the grid
+
+
+def test_nan_propagates_like_the_reference():
+    """A NaN sample gives NaN in every frame whose window reads it, as torch.relu does, and
+    nowhere else; NaN weights make NaN weight gradients."""
+    dilations, pool = (1, 2, 3), 4
+    x, weight, bias = make_inputs(1, 80, 3, 3, dilations)
+    x[0, 40] = float("nan")
+    ref = dlr_reference(x.double(), weight.double(), bias.double(), dilations, pool)
+    for precision in PRECISIONS:
+        out = dlr_triton.dlr_forward(x, weight, bias, dilations, pool, precision)
+        assert torch.equal(out.isnan(), ref.isnan()) and ref.isnan().any(), precision
 
 
 def test_float16_inputs_computed_in_float32():
     check_against_reference(2, 100, 4, 3, (1, 2, 3), 8, dtype=torch.float16)
 
 
+@pytest.mark.skipif(not dlr_triton.INTERPRETED, reason="compiled runs autotune the tiles")
 def test_tiled_channels_window_and_frame_blocks(monkeypatch):
-    """Small block caps: 3 channel blocks (ragged), 2 tiles per pool window (ragged), several
-    frames per backward program with a ragged last frame block."""
-    monkeypatch.setattr(dlr_triton, "MAX_BLOCK_CHANNELS", 2)
-    monkeypatch.setattr(dlr_triton, "MAX_BLOCK_TIME", 4)
-    monkeypatch.setattr(dlr_triton, "MAX_BACKWARD_FRAME_BLOCKS", 4)
-    check_against_reference(2, 50, 5, 3, (1, 2, 3), 6)
+    """Small block caps: 2 channel blocks (ragged), 3 tiles per pool window (ragged), several
+    frames per program with a ragged last frame block, input-gradient blocks shorter than the
+    receptive field."""
+    monkeypatch.setattr(dlr_triton, "MAX_BLOCK_CHANNELS", 16)
+    monkeypatch.setattr(dlr_triton, "MAX_BLOCK_TIME", 16)
+    monkeypatch.setattr(dlr_triton, "FORWARD_FRAMES_PER_PROGRAM", 3)
+    monkeypatch.setattr(dlr_triton, "MAX_BACKWARD_FRAME_BLOCKS", 2)
+    monkeypatch.setattr(dlr_triton, "INPUT_GRAD_BLOCK_SAMPLES", 16)
+    check_against_reference(2, 240, 20, 3, (1, 5, 7), 40)
 
 
 def test_non_contiguous_x_and_no_x_grad():

@@ -1,5 +1,12 @@
 """Launcher of the Triton DLR kernels (``dlr_engine.kernels.dlr_fused``): checks the arguments,
-picks block sizes and grids, launches, and reduces the per-program partial gradients.
+picks block sizes and grids (``triton.autotune`` over time tiles, warps and stages, keyed on
+the geometry and precision, when compiled), launches, and reduces the per-program partial
+gradients.
+
+Precisions (``precision=``): ``float32`` (exact float32 products,
+``tl.dot(input_precision="ieee")``), ``tf32`` and ``bfloat16`` (tensor cores: x and the weights
+rounded to nearest even with 10 / 7 mantissa bits, float32 sums; `round_operands` is the
+plain-torch definition). The errors the tests accept are ``PRECISION_TOLERANCE``.
 
 The kernels run on CUDA tensors, or on CPU tensors in Triton's interpreter when
 ``TRITON_INTERPRET=1`` was set before ``triton`` was first imported (Triton reads the flag when
@@ -30,15 +37,74 @@ if INTERPRETED and isinstance(tl.sum, JITFunction):
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 """Input dtypes; the kernels compute in float32 and store outputs in the inputs' dtypes
-(bfloat16 only compiled: the interpreter has none)."""
+(bfloat16 inputs only compiled: the interpreter has none)."""
+PRECISIONS = ("float32", "tf32", "bfloat16")
+"""Precisions of the products (sums are float32 in all): see the module docstring."""
+PRECISION_TOLERANCE = {"float32": 1e-5, "tf32": 2e-3, "bfloat16": 1.5e-2}
+"""Largest relative error ``||out - ref|| / ||ref||`` of the output and the gradients against
+the float64 reference run on `round_operands` of x and the weights, per precision: float32
+sums (~1e-7, x 100 margin); the weight gradient's dot also rounds ``grad_out / pool`` (TF32:
+2 ** -11 relative, bfloat16: 2 ** -8) and the input gradient uses unrounded weights. The
+reference must get the rounded operands: against exact float64 operands the outputs of tf32 /
+bfloat16 are ~2e-4 / ~2e-3 off, but a pre-activation within rounding error of 0 flips the ReLU
+mask, and the gradients move by ~sqrt(share of flipped steps), ~2 %. The tests hold every path
+to these, interpreted at small shapes in CI and compiled at real shapes on a GPU."""
+_KERNEL_PRECISION = {"float32": "ieee", "tf32": "tf32", "bfloat16": "bf16"}
+_MANTISSA_BITS_DROPPED = {"float32": 0, "tf32": 13, "bfloat16": 16}
+
+
+def round_operands(t: torch.Tensor, precision: str) -> torch.Tensor:
+    """float32 ``t`` rounded to nearest even to what ``precision`` multiplies (TF32: 10
+    mantissa bits; bfloat16: 7), still float32: the plain-torch definition of the kernels'
+    operand rounding (``dlr_fused._round_mantissa``)."""
+    drop = _MANTISSA_BITS_DROPPED[precision]
+    if drop == 0:
+        return t
+    bits = t.to(torch.float32).contiguous().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    bits = (bits + (1 << (drop - 1)) - 1 + ((bits >> drop) & 1)) & (0xFFFFFFFF >> drop << drop)
+    signed = bits - ((bits >> 31) << 32)  # back to int32's range, same bits
+    return signed.to(torch.int32).view(torch.float32).view(t.shape)
+MIN_DOT = 16
+"""``tl.dot`` needs every dimension >= 16: smaller channel / tap / time blocks are padded."""
 MAX_BLOCK_CHANNELS = 32
 """Channels of one branch per program; more channels are split over the grid's second axis."""
 MAX_BLOCK_TIME = 128
-"""Samples per tile of a pool window (a power of two); longer windows are walked tile by tile."""
+"""Interpreted runs: samples per tile of a pool window (compiled runs autotune it)."""
+INPUT_GRAD_BLOCK_SAMPLES = 64
+"""Interpreted runs: samples of x per input-gradient program (compiled runs autotune it)."""
+FORWARD_FRAMES_PER_PROGRAM = 4
+"""Consecutive output frames per forward program (808 frames x 4 branches x batch 64 gives
+~52,000 programs: many waves on any GPU)."""
 MAX_BACKWARD_FRAME_BLOCKS = 64
-"""Programs along time per (clip, branch, channel block) in the backward. Each writes its own
-partial weight and bias gradients, so this bounds that buffer to
+"""Programs along time per (clip, branch, channel block) in the weight gradient. Each writes
+its own partial weight and bias gradients, so this bounds that buffer to
 ``batch * 64 * branches * channels * taps`` floats (4 MB at batch 8 for the published model)."""
+
+
+def _pool_tiles(configs, named_args, **kwargs):
+    """Autotune pruning: no time tile longer than the pool window needs (at least one)."""
+    limit = max(MIN_DOT, triton.next_power_of_2(named_args["pool"]))
+    fitting = [c for c in configs if c.kwargs["BLOCK_T"] <= limit]
+    return fitting or [min(configs, key=lambda c: c.kwargs["BLOCK_T"])]
+
+
+GEOMETRY_KEY = ["branches", "channels", "pool", "TAPS", "PRECISION"]
+"""Autotune key: a new geometry or precision is tuned once per process."""
+if INTERPRETED:
+    _forward_kernel = dlr_fused.dlr_forward_kernel
+    _weight_grad_kernel = dlr_fused.dlr_weight_grad_kernel
+    _input_grad_kernel = dlr_fused.dlr_input_grad_kernel
+else:
+    _TIME_CONFIGS = [triton.Config({"BLOCK_T": block}, num_warps=warps, num_stages=stages)
+                     for block in (64, 128, 256) for warps in (4, 8) for stages in (2, 3)]
+    _forward_kernel = triton.autotune(_TIME_CONFIGS, key=GEOMETRY_KEY, prune_configs_by={
+        "early_config_prune": _pool_tiles})(dlr_fused.dlr_forward_kernel)
+    _weight_grad_kernel = triton.autotune(_TIME_CONFIGS, key=GEOMETRY_KEY, prune_configs_by={
+        "early_config_prune": _pool_tiles})(dlr_fused.dlr_weight_grad_kernel)
+    _input_grad_kernel = triton.autotune(
+        [triton.Config({"BLOCK_S": block}, num_warps=warps)
+         for block in (64, 128, 256) for warps in (4, 8)],
+        key=GEOMETRY_KEY)(dlr_fused.dlr_input_grad_kernel)
 
 
 def _contiguous(**tensors: torch.Tensor) -> list[torch.Tensor]:
@@ -51,10 +117,20 @@ def _contiguous(**tensors: torch.Tensor) -> list[torch.Tensor]:
     return [tensor.contiguous() for tensor in tensors.values()]
 
 
-def _blocks(channels: int, pool: int) -> tuple[int, int]:
-    """(BLOCK_C, BLOCK_T): powers of two covering the channels and the pool window, capped."""
-    return (min(triton.next_power_of_2(channels), MAX_BLOCK_CHANNELS),
-            min(triton.next_power_of_2(pool), MAX_BLOCK_TIME))
+def _meta(channels: int, taps: int, pool: int, precision: str, tile: str) -> dict:
+    """Constexpr arguments: channel and tap blocks (powers of two, at least `MIN_DOT`), the
+    kernel precision, and (interpreted only; compiled runs autotune it) the ``tile`` size."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    meta = {"TAPS": taps,
+            "BLOCK_C": max(MIN_DOT, min(triton.next_power_of_2(channels), MAX_BLOCK_CHANNELS)),
+            "BLOCK_K": max(MIN_DOT, triton.next_power_of_2(taps)),
+            "PRECISION": _KERNEL_PRECISION[precision], "EMULATED": INTERPRETED}
+    if INTERPRETED and tile == "BLOCK_T":
+        meta[tile] = max(MIN_DOT, min(triton.next_power_of_2(pool), MAX_BLOCK_TIME))
+    elif INTERPRETED:
+        meta[tile] = INPUT_GRAD_BLOCK_SAMPLES
+    return meta
 
 
 def _dilations(dilations: tuple[int, ...], device: torch.device) -> torch.Tensor:
@@ -62,8 +138,8 @@ def _dilations(dilations: tuple[int, ...], device: torch.device) -> torch.Tensor
 
 
 def dlr_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                dilations: tuple[int, ...], pool: int) -> torch.Tensor:
-    """Fused DLR forward, semantics of ``dlr_reference``.
+                dilations: tuple[int, ...], pool: int, precision: str = "float32") -> torch.Tensor:
+    """Fused DLR forward, semantics of ``dlr_reference``, products in ``precision``.
 
     x: (batch, samples); weight: (branches, channels, taps); bias: (branches, channels).
     Returns (batch, branches * channels, frames) in x's dtype, with
@@ -73,27 +149,27 @@ def dlr_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     x, weight, bias = _contiguous(x=x, weight=weight, bias=bias)
     batch, samples = x.shape
     branches, channels, taps = weight.shape
-    block_c, block_t = _blocks(channels, pool)
-    frames_per_program = max(1, block_t // pool)  # short windows: several frames per program
+    meta = _meta(channels, taps, pool, precision, "BLOCK_T")
     out = torch.empty(batch, branches * channels, frames, dtype=x.dtype, device=x.device)
-    grid = (triton.cdiv(frames, frames_per_program), triton.cdiv(channels, block_c),
-            batch * branches)
-    torch.library.wrap_triton(dlr_fused.dlr_forward_kernel)[grid](
+    grid = (triton.cdiv(frames, FORWARD_FRAMES_PER_PROGRAM),
+            triton.cdiv(channels, meta["BLOCK_C"]), batch * branches)
+    torch.library.wrap_triton(_forward_kernel)[grid](
         x, weight, bias, _dilations(dilations, x.device), out,
-        samples, branches, channels, frames, pool, frames_per_program,
-        TAPS=taps, BLOCK_C=block_c, BLOCK_T=block_t)
+        samples, branches, channels, frames, pool, FORWARD_FRAMES_PER_PROGRAM, **meta)
     return out
 
 
 def dlr_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                  bias: torch.Tensor, dilations: tuple[int, ...], pool: int,
-                 need_x_grad: bool) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+                 need_x_grad: bool, precision: str = "float32"
+                 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Gradients of ``dlr_forward`` given grad_out (batch, branches * channels, frames).
 
     Returns ``(grad_x (batch, samples) or None, grad_weight (branches, channels, taps),
     grad_bias (branches, channels))`` in the dtypes of x, weight and bias. The ReLU mask is
-    recomputed from ``x``. grad_weight and grad_bias are deterministic (per-program partial
-    sums reduced with ``torch.sum``); grad_x is accumulated with float32 atomics.
+    recomputed from ``x`` in ``precision``. All three are deterministic: grad_weight and
+    grad_bias are per-program partial sums reduced with ``torch.sum``; each sample of grad_x
+    is written once by the program that owns it (about ``taps`` forwards of work).
     """
     frames = check_dlr_args(x, weight, bias, dilations, pool)
     grad_out, x, weight, bias = _contiguous(grad_out=grad_out, x=x, weight=weight, bias=bias)
@@ -102,22 +178,26 @@ def dlr_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     if tuple(grad_out.shape) != (batch, branches * channels, frames):
         raise ValueError(f"grad_out must be ({batch}, {branches * channels}, {frames}) like the "
                          f"forward output, got {tuple(grad_out.shape)}")
-    block_c, block_t = _blocks(channels, pool)
+    meta = _meta(channels, taps, pool, precision, "BLOCK_T")
     frames_per_program = triton.cdiv(frames, MAX_BACKWARD_FRAME_BLOCKS)
     frame_blocks = triton.cdiv(frames, frames_per_program)
-    grad_x = torch.zeros(x.shape, dtype=torch.float32, device=x.device) if need_x_grad else None
+    dilation_table = _dilations(dilations, x.device)
     grad_w_partial = torch.empty(batch, frame_blocks, branches, channels, taps,
                                  dtype=torch.float32, device=x.device)
     grad_b_partial = torch.empty(batch, frame_blocks, branches, channels,
                                  dtype=torch.float32, device=x.device)
-    grid = (frame_blocks, triton.cdiv(channels, block_c), batch * branches)
-    torch.library.wrap_triton(dlr_fused.dlr_backward_kernel)[grid](
-        grad_out, x, weight, bias, _dilations(dilations, x.device),
-        grad_w_partial if grad_x is None else grad_x,  # never written when NEED_X_GRAD is False
-        grad_w_partial, grad_b_partial,
-        samples, branches, channels, frames, pool, frames_per_program, frame_blocks,
-        TAPS=taps, BLOCK_C=block_c, BLOCK_T=block_t, BLOCK_K=triton.next_power_of_2(taps),
-        NEED_X_GRAD=need_x_grad)
-    return (None if grad_x is None else grad_x.to(x.dtype),
-            grad_w_partial.sum(dim=(0, 1)).to(weight.dtype),
+    grid = (frame_blocks, triton.cdiv(channels, meta["BLOCK_C"]), batch * branches)
+    torch.library.wrap_triton(_weight_grad_kernel)[grid](
+        grad_out, x, weight, bias, dilation_table, grad_w_partial, grad_b_partial,
+        samples, branches, channels, frames, pool, frames_per_program, frame_blocks, **meta)
+    grad_x = None
+    if need_x_grad:
+        grad_x = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+        meta = _meta(channels, taps, pool, precision, "BLOCK_S")
+        torch.library.wrap_triton(_input_grad_kernel)[
+            lambda m: (triton.cdiv(samples, m["BLOCK_S"]), batch)](
+            grad_out, x, weight, bias, dilation_table, grad_x,
+            samples, branches, channels, frames, pool, **meta)
+        grad_x = grad_x.to(x.dtype)
+    return (grad_x, grad_w_partial.sum(dim=(0, 1)).to(weight.dtype),
             grad_b_partial.sum(dim=(0, 1)).to(bias.dtype))
