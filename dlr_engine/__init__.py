@@ -20,10 +20,20 @@ _LAZY = {
     "Tempogram": "dlr_engine.spectral",
 }
 
+SUBMODULES = ("models", "ops", "nn", "spectral", "audio", "engine", "io", "data", "train",
+              "distributed")
+"""Subpackages reachable as attributes (``dlr_engine.models.names()``), imported on first use."""
+
 __all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in SUBMODULES:
+        return importlib.import_module(f"dlr_engine.{name}")
     raise AttributeError(f"module 'dlr_engine' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, *SUBMODULES})

@@ -198,3 +198,21 @@ def test_every_family_through_extract(tmp_path, two_files, name):
     if name == "ncms":  # per 5 s NCMS segment: mean and variance of both DNNs' 6 last hidden units
         features = np.load(out / "ncms_features" / "clip0.wav.npy")
         assert features.shape == (segments, 2, 4 * 6) and np.isfinite(features).all()
+
+
+@pytest.mark.parametrize("name", ["fcn", "crnn"])
+def test_load_model_builds_a_registry_name_untrained_with_a_warning(name):
+    with pytest.warns(UserWarning, match=f"model '{name}' is a registry name.*untrained"):
+        model = registry.load_model(name)
+    assert type(model) is registry.MODELS[name][0] and not model.training
+    assert model.label_names == {}
+
+
+def test_load_model_error_lists_the_choices(tmp_path):
+    with pytest.raises(FileNotFoundError) as error:
+        registry.load_model("fnc")
+    message = str(error.value)
+    assert all(name in message for name in registry.names())
+    assert ".safetensors" in message and "model-523" in message
+    with pytest.raises(FileNotFoundError, match="nor a TF checkpoint prefix"):
+        registry.load_model(tmp_path / "weights.safetensors")

@@ -13,6 +13,7 @@ known). ``tag_logits`` are independent (sigmoid); other ``*_logits`` are classes
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -112,21 +113,36 @@ def metadata(path: str | Path) -> dict[str, str]:
         return dict(file.metadata() or {})
 
 
-def load_model(spec: str | Path = "default", backend: str | None = None) -> nn.Module:
+def load_model(spec: str | Path = "default", backend: str | None = None,
+               for_inference: bool = False) -> nn.Module:
     """A model in eval mode from ``spec``:
 
     - ``"default"``: the shipped weights (``DEFAULT_WEIGHTS``): a ``dlr_source`` model trained on
       the synthetic rhythm corpus; ``forward(x (batch, samples) at 8 kHz)`` returns ``dlr``,
       ``embedding`` (batch, 128), ``style_logits`` and ``tempo_logits`` (batch, 4, slow to fast);
     - a ``.safetensors`` file from ``save_model`` (or from ``models.pretrained.save_safetensors``);
-    - otherwise a TensorFlow checkpoint prefix of the published DLR(13) model.
+    - a TensorFlow checkpoint prefix of the published DLR(13) model (``.../model-523``);
+    - a registry name (``names()``) that is not a file: that model untrained (random weights),
+      with a warning.
 
     backend: a DLR op backend to force (default: automatic).
+    for_inference: return ``dlr_engine.runtime.inference_form`` of the model (conv blocks fused,
+      batch norm folded; no autograd; ``.source`` is the eager model), as ``extract`` does.
     """
     from . import pretrained  # imported here: it pulls in the TF bundle reader
 
     default = str(spec) == "default"
     path = DEFAULT_WEIGHTS if default else Path(spec)
+    if not default and not path.exists() and not Path(f"{path}.index").exists():
+        if str(spec) not in MODELS:
+            raise FileNotFoundError(
+                f"model {str(spec)!r} is not 'default', a registry name ({', '.join(names())}), "
+                f"a .safetensors file nor a TF checkpoint prefix (e.g. path/to/model-523, beside "
+                f"model-523.index)")
+        warnings.warn(f"model {str(spec)!r} is a registry name, not weights: it is built "
+                      f"untrained (random weights); pass a .safetensors file from `dlr-engine "
+                      f"train` for a trained one", UserWarning, stacklevel=2)
+        return get(str(spec), backend=backend).eval()
     if default and not path.exists():
         raise FileNotFoundError(f"the default weights {path} are missing; train them with `{DEFAULT_COMMAND}`")
     published_labels = {"tempo_logits": tempo_class_names()}  # its genre names were never published
@@ -144,4 +160,7 @@ def load_model(spec: str | Path = "default", backend: str | None = None) -> nn.M
                          f"{meta.get('format')!r}, expected {FORMAT!r})")
     model.sample_rate = int(meta.get("sample_rate", PAPER.sample_rate))
     model.label_names = labels
+    if for_inference:
+        from ..runtime import inference_form
+        return inference_form(model)
     return model.eval()
