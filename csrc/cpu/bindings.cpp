@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "conv_block_cpu.h"
 #include "dlr_cpu.h"
 #include "spectral_cpu.h"
 
@@ -22,6 +23,9 @@ using BackwardFn = decltype(&dlr::generic::backward);
 using PeakAbsFn = decltype(&dlr::generic::peak_abs);
 using MelspectrogramFn = decltype(&dlr::generic::melspectrogram);
 using TempogramFn = decltype(&dlr::generic::tempogram);
+using ConvBlockFn = decltype(&dlr::generic::conv_block);
+using ConvBlockSupportsFn = decltype(&dlr::generic::conv_block_supports);
+using ChannelMultipleFn = decltype(&dlr::generic::conv_block_channel_multiple);
 
 struct Kernels {
   std::string isa;
@@ -30,11 +34,15 @@ struct Kernels {
   PeakAbsFn peak_abs;
   MelspectrogramFn melspectrogram;
   TempogramFn tempogram;
+  ConvBlockFn conv_block;
+  ConvBlockSupportsFn conv_block_supports;
+  ChannelMultipleFn conv_block_channel_multiple;
 };
 
 #define DLR_KERNEL_SET(isa) \
   Kernels { #isa, &dlr::isa::forward, &dlr::isa::backward, &dlr::isa::peak_abs, \
-            &dlr::isa::melspectrogram, &dlr::isa::tempogram }
+            &dlr::isa::melspectrogram, &dlr::isa::tempogram, &dlr::isa::conv_block, \
+            &dlr::isa::conv_block_supports, &dlr::isa::conv_block_channel_multiple }
 
 // Kernel sets this CPU can run, best first (CPUID).
 std::vector<Kernels> supported_kernels() {
@@ -110,6 +118,28 @@ dlr::Framing make_framing(uintptr_t signal, int64_t signal_length, int64_t n_fra
                       static_cast<dlr::PadMode>(pad_mode), as_ptr<const float>(window), span};
 }
 
+dlr::ConvBlockGeometry make_conv_block(std::vector<int64_t> shape, int activation) {
+  if (shape.size() != 14)
+    throw std::invalid_argument("conv block geometry: expected 14 sizes and strides");
+  if (activation < 0 || activation > 2)
+    throw std::invalid_argument("activation must be 0 (identity), 1 (relu) or 2 (elu)");
+  const dlr::ConvBlockGeometry geo{shape[0], shape[1], shape[2], shape[3], shape[4],
+                                   shape[5], shape[6], shape[7], shape[8], shape[9],
+                                   shape[10], shape[11], shape[12], shape[13],
+                                   static_cast<dlr::Activation>(activation)};
+  return geo;
+}
+
+// Whether the conv block runs for this geometry (bfloat16: the AVX512_BF16 kernel).
+bool conv_block_supports(const dlr::ConvBlockGeometry& geo, bool bfloat16) {
+  if (!bfloat16) return kernels().conv_block_supports(geo);
+#if defined(DLR_HAVE_X86_VARIANTS)
+  return bf16_supported() && dlr::avx512bf16::conv_block_bf16_supports(geo);
+#else
+  return false;
+#endif
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_dlr_cpu, m) {
@@ -163,6 +193,39 @@ PYBIND11_MODULE(_dlr_cpu, m) {
       },
       "Per-(batch, branch) gradient parts, zero-initialised by the caller; grad_x_parts may "
       "be 0 (not needed).");
+  m.def(
+      "conv_block_channel_multiple", [] { return kernels().conv_block_channel_multiple(); },
+      "Output-channel block of the packed float32 conv-block weights (the active ISA's).");
+  m.def(
+      "conv_block_supports",
+      [](std::vector<int64_t> shape, int activation, bool bfloat16) {
+        return conv_block_supports(make_conv_block(shape, activation), bfloat16);
+      },
+      "Whether the fused conv block runs this geometry (sizes as conv_block).");
+  m.def(
+      "conv_block",
+      [](uintptr_t x, uintptr_t w, uintptr_t bias, uintptr_t out, std::vector<int64_t> shape,
+         int activation, int threads, bool bfloat16) {
+        const dlr::ConvBlockGeometry geo = make_conv_block(shape, activation);
+        if (!conv_block_supports(geo, bfloat16))
+          throw std::invalid_argument("the fused conv block does not run this geometry here "
+                                      "(see conv_block_supports)");
+        py::gil_scoped_release release;
+#if defined(DLR_HAVE_X86_VARIANTS)
+        if (bfloat16) {
+          dlr::avx512bf16::conv_block_bf16(as_ptr<const uint16_t>(x), as_ptr<const uint32_t>(w),
+                                           as_ptr<const float>(bias), as_ptr<uint16_t>(out), geo,
+                                           threads);
+          return;
+        }
+#endif
+        kernels().conv_block(as_ptr<const float>(x), as_ptr<const float>(w),
+                             as_ptr<const float>(bias), as_ptr<float>(out), geo, threads);
+      },
+      "out <- act(max_pool(conv(x, w)) + bias), never writing the conv output; shape = (batch, "
+      "in_rows, in_cols, in_channels, in_batch_stride, in_row_stride, kernel_rows, kernel_cols, "
+      "out_channels, pool_rows, pool_cols, out_batch_stride, out_row_stride, out_col_stride) "
+      "(conv_block_cpu.h); bfloat16: x, w pairs and out bfloat16 (AVX512_BF16).");
   m.def("bf16_supported", &bf16_supported,
         "Whether this CPU runs the bfloat16 forward (AVX512_BF16) and it was built.");
   m.def(

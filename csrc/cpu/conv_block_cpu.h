@@ -1,0 +1,76 @@
+// Entry points of the fused inference conv block (conv_block_kernel.cpp, float32, one set per
+// instruction set; conv_block_bf16_kernel.cpp, bfloat16, AVX512_BF16 only).
+//
+// One block: out = max_pool(act(conv2d(x, w) + bias)), evaluated as act(max_pool(conv) + bias)
+// (exact for the non-decreasing activations here), so the full-size conv output is never
+// written: each work item (clip, pooled output row) keeps the max of its pool_rows conv rows in
+// a buffer of one pooled row (out_cols x out_channels floats) per thread.
+//
+// Layouts (channels innermost, "NHWC"):
+//   x    (batch, in_rows, in_cols, in_channels), already padded: the conv is VALID on it;
+//        rows in_row_stride apart, clips in_batch_stride apart, columns in_channels apart.
+//   w    packed (out_channels / block, kernel_rows, kernel_cols * in_channels, block) float32,
+//        block = conv_block_channel_multiple() of the ISA; for bfloat16 (out_channels / 32,
+//        kernel_rows, kernel_cols * in_channels / 2, 32) pairs of bfloat16 in one 32-bit word
+//        (the lower one first): the reduction of a kernel row runs over the contiguous
+//        kernel_cols * in_channels values of x.
+//   bias (out_channels) float32 (eval batch norm folded in by the caller).
+//   out  (batch, out_rows, out_cols, out_channels) with the given row / column / clip strides
+//        (it may be the interior of the next block's zero-padded input).
+#pragma once
+
+#include <cstdint>
+
+namespace dlr {
+
+enum class Activation : int { kIdentity = 0, kRelu = 1, kElu = 2 };
+
+struct ConvBlockGeometry {
+  int64_t batch, in_rows, in_cols, in_channels;
+  int64_t in_batch_stride, in_row_stride;
+  int64_t kernel_rows, kernel_cols, out_channels;
+  int64_t pool_rows, pool_cols;
+  int64_t out_batch_stride, out_row_stride, out_col_stride;
+  Activation activation;
+
+  int64_t out_rows() const { return (in_rows - kernel_rows + 1) / pool_rows; }
+  int64_t out_cols() const { return (in_cols - kernel_cols + 1) / pool_cols; }
+  int64_t run() const { return kernel_cols * in_channels; }
+};
+
+// Column tile sizes of the kernels (conv output columns per register tile), largest first; a
+// pool_cols must be one of them (tiles are cut so that no pool window straddles two).
+constexpr int kConvTileSizes[] = {12, 8, 6, 4, 3, 2, 1};
+
+// Shapes every kernel needs: a non-empty output and positive sizes.
+inline bool conv_block_shape_ok(const ConvBlockGeometry& geo) {
+  return geo.batch > 0 && geo.in_channels > 0 && geo.kernel_rows > 0 && geo.kernel_cols > 0 &&
+         geo.pool_rows > 0 && geo.pool_cols > 0 && geo.out_channels > 0 && geo.out_rows() > 0 &&
+         geo.out_cols() > 0;
+}
+
+#define DLR_DECLARE_CONV_BLOCK(isa)                                                          \
+  namespace isa {                                                                            \
+  /* the packed weights' channel block; out_channels must be a multiple of it */           \
+  int64_t conv_block_channel_multiple();                                                     \
+  /* whether the tiles cover geo (channels, a pool width one of the tile sizes, shapes) */   \
+  bool conv_block_supports(const ConvBlockGeometry& geo);                                    \
+  void conv_block(const float* x, const float* w, const float* bias, float* out,             \
+                  const ConvBlockGeometry& geo, int threads);                                \
+  }
+
+DLR_DECLARE_CONV_BLOCK(generic)
+#if defined(DLR_HAVE_X86_VARIANTS)
+DLR_DECLARE_CONV_BLOCK(avx2)
+DLR_DECLARE_CONV_BLOCK(avx512)
+namespace avx512bf16 {
+// x and out bfloat16 bits; needs run() even, out_channels a multiple of 32.
+bool conv_block_bf16_supports(const ConvBlockGeometry& geo);
+void conv_block_bf16(const uint16_t* x, const uint32_t* w_pairs, const float* bias, uint16_t* out,
+                     const ConvBlockGeometry& geo, int threads);
+}  // namespace avx512bf16
+#endif
+
+#undef DLR_DECLARE_CONV_BLOCK
+
+}  // namespace dlr

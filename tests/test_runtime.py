@@ -1,0 +1,219 @@
+"""The inference runtime: the fused conv block against its plain-torch reference (float64,
+every ISA variant, odd shapes, NaN), its memory (no full-size conv output), and the inference
+forms of the model families against their eager models (random weights and the published
+DLR(13) checkpoint), float32 and bfloat16."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from test_tf_bundle import CHECKPOINT, reference_dir
+
+from dlr_engine.models import get, load_model
+from dlr_engine.ops.dlr_op import dlr_bf16_supported
+from dlr_engine.runtime import FoldedBlock, InferenceModel, conv_block_cpu, conv_block_reference, inference_form
+from dlr_engine.runtime import conv_block as conv_block_module
+from dlr_engine.runtime.conv_block import cpu_kernel_reason
+
+pytestmark = pytest.mark.skipif(conv_block_module._extension() is None,
+                                reason="the C++ extension (conv block) was not built")
+needs_bf16 = pytest.mark.skipif(not dlr_bf16_supported(), reason="this CPU has no AVX512_BF16")
+
+
+def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((got.double() - ref.double()).norm() / ref.double().norm()).item()
+
+
+def random_block(in_channels, out_channels, kernel, pool, activation, padding, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return FoldedBlock(torch.randn(out_channels, in_channels, *kernel, generator=g) * 0.2,
+                       torch.randn(out_channels, generator=g), padding, pool, activation)
+
+
+def run_kernel(x: torch.Tensor, block: FoldedBlock, dtype=torch.float32, out_padding=(0, 0, 0, 0)):
+    """x (N, C, H, W) -> the kernel's output (N, C', H', W') float64, written into the interior
+    of a NaN-filled buffer padded by out_padding (the border must stay NaN: untouched)."""
+    xp = F.pad(x, block.padding).permute(0, 2, 3, 1).contiguous().to(dtype)
+    rows, cols = block.out_size(xp.shape[1], xp.shape[2])
+    left, right, top, bottom = out_padding
+    buffer = torch.full((x.shape[0], rows + top + bottom, cols + left + right, block.out_channels),
+                        float("nan"), dtype=dtype)
+    interior = buffer[:, top:top + rows, left:left + cols]
+    conv_block_cpu(xp, block, interior)
+    border = buffer.clone()
+    border[:, top:top + rows, left:left + cols] = 0
+    assert border.isnan().sum() == border.numel() - interior.numel()
+    return interior.permute(0, 3, 1, 2).double()
+
+
+GEOMETRIES = [  # batch, in, out, rows, cols, kernel, pool, activation, padding
+    (2, 1, 32, 37, 29, (4, 8), (2, 2), "relu", (3, 4, 1, 2)),   # dlr_source's first block
+    (1, 32, 32, 21, 19, (3, 3), (2, 2), "relu", (1, 1, 1, 1)),  # odd sizes: pooled tails dropped
+    (3, 32, 32, 17, 13, (3, 3), (4, 4), "relu", (1, 1, 1, 1)),
+    (1, 32, 32, 3, 2, (3, 3), (1, 1), "relu", (1, 1, 1, 1)),    # tiny, no pool
+    (2, 16, 64, 15, 31, (3, 3), (3, 3), "elu", (1, 1, 1, 1)),   # CRNN-like
+    (7, 1, 64, 11, 40, (3, 3), (2, 2), "identity", (0, 0, 0, 0)),
+]
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_conv_block_matches_reference(geometry, cpu_isa):
+    batch, cin, cout, rows, cols, kernel, pool, activation, padding = geometry
+    block = random_block(cin, cout, kernel, pool, activation, padding)
+    x = torch.randn(batch, cin, rows, cols)
+    ref = conv_block_reference(x.double(), FoldedBlock(block.weight.double(), block.bias.double(),
+                                                       padding, block.pool, activation))
+    got = run_kernel(x, block, out_padding=(1, 2, 1, 0))
+    assert got.shape == ref.shape
+    assert rel_err(got, ref) < 1e-6
+
+
+@needs_bf16
+@pytest.mark.parametrize("geometry", [g for g in GEOMETRIES if g[1] * g[5][1] % 2 == 0])
+def test_conv_block_bfloat16(geometry):
+    batch, cin, cout, rows, cols, kernel, pool, activation, padding = geometry
+    block = random_block(cin, cout, kernel, pool, activation, padding)
+    x = torch.randn(batch, cin, rows, cols)
+    ref = conv_block_reference(x.double(), FoldedBlock(block.weight.double(), block.bias.double(),
+                                                       padding, block.pool, activation))
+    assert rel_err(run_kernel(x, block, torch.bfloat16), ref) < 1e-2
+
+
+def test_conv_block_reasons():
+    block = random_block(1, 24, (3, 3), (2, 2), "relu", (1, 1, 1, 1))
+    assert "multiple" in cpu_kernel_reason(block, (1, 10, 10, 1), False)
+    block = random_block(1, 32, (3, 3), (5, 5), "relu", (1, 1, 1, 1))
+    assert "geometry" in cpu_kernel_reason(block, (1, 10, 10, 1), False)
+    block = random_block(1, 32, (3, 3), (2, 2), "relu", (1, 1, 1, 1))
+    assert cpu_kernel_reason(block, (1, 10, 10, 1), False) is None
+    assert "odd" in cpu_kernel_reason(block, (1, 10, 10, 1), True)  # run 3 x 1 is odd
+    with pytest.raises(ValueError, match="conv_block_cpu cannot run"):
+        conv_block_cpu(torch.zeros(1, 10, 10, 2), block, torch.zeros(1, 4, 4, 32))
+
+
+def test_conv_block_nan_propagates():
+    block = random_block(32, 32, (3, 3), (2, 2), "relu", (1, 1, 1, 1))
+    x = torch.randn(1, 32, 8, 8)
+    x[0, 5, 3, 4] = float("nan")
+    ref = conv_block_reference(x, block)
+    got = run_kernel(x, block)
+    assert torch.equal(got.isnan(), ref.isnan()) and ref.isnan().any()
+
+
+def test_fused_block_writes_no_full_size_output():
+    """Peak RSS grows by far less than the conv output (N, 32, 808, 128 floats: 53 MB) while
+    the fused block runs; the eager block in the same process grows by about that much."""
+    script = textwrap.dedent("""
+        import resource, torch, torch.nn.functional as F
+        from dlr_engine.runtime import FoldedBlock, conv_block_cpu, conv_block_reference
+        torch.set_num_threads(2)
+        block = FoldedBlock(torch.randn(32, 1, 4, 8), torch.randn(32), (3, 4, 1, 2), (2, 2), "relu")
+        x = torch.randn(4, 1, 808, 128)
+        xp = F.pad(x, block.padding).permute(0, 2, 3, 1).contiguous()
+        out = torch.zeros(4, 404, 64, 32)
+        peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        before = peak(); conv_block_cpu(xp, block, out); fused = peak() - before
+        before = peak(); conv_block_reference(x, block); eager = peak() - before
+        print(fused, eager)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    fused, eager = map(int, result.stdout.split())
+    conv_output = 4 * 32 * 808 * 128 * 4
+    assert fused < conv_output / 20
+    assert eager > conv_output / 2
+
+
+def randomize_batch_norms(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Non-trivial running statistics and affine parameters, so folding them is tested."""
+    g = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            module.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            module.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+    return model.eval()
+
+
+FAMILIES = [("dlr_source", {}, 48000), ("fcn", {"input": "mel+dlr"}, 48000),
+            ("crnn", {}, 40000), ("pooled", {}, 40000)]
+
+
+def check_parity(model, samples, precision, tolerance, x=None):
+    torch.manual_seed(1)
+    x = torch.randn(2, samples) if x is None else x
+    form = inference_form(model, precision)
+    with torch.no_grad():
+        ref, got = model(x), form(x)
+    assert set(got) == set(ref)
+    for key in ref:
+        assert rel_err(got[key], ref[key]) < tolerance, key
+    return form
+
+
+@pytest.mark.parametrize("name, options, samples", FAMILIES)
+def test_family_inference_form_float32(name, options, samples):
+    torch.manual_seed(0)
+    model = randomize_batch_norms(get(name, **options))
+    form = check_parity(model, samples, "float32", 1e-5)
+    assert len(form.fused) == (0 if name == "pooled" else 2 if name == "fcn" else 1)
+
+
+@needs_bf16
+@pytest.mark.parametrize("name, options, samples", [f for f in FAMILIES if f[0] != "crnn"])
+def test_family_inference_form_bfloat16(name, options, samples):
+    torch.manual_seed(0)
+    check_parity(randomize_batch_norms(get(name, **options)), samples, "bfloat16", 1e-2)
+
+
+@pytest.fixture(scope="module")
+def published():
+    return load_model(reference_dir() / CHECKPOINT)
+
+
+def test_published_checkpoint_float32(published):
+    check_parity(published, 60000, "float32", 1e-5)
+
+
+@needs_bf16
+def test_published_checkpoint_bfloat16(published):
+    """On the authors' 30 s synthetic loop (0.6 % embedding error; white noise, which the model
+    never saw, gives 1.2-1.5 %: its first two batch norms divide by std down to 0.03)."""
+    with np.load(reference_dir() / "tf_reference_synthetic.npz") as npz:
+        x = torch.from_numpy(npz["loop_120bpm_30s/input"]).float().reshape(1, -1)
+    check_parity(published, 0, "bfloat16", 1e-2, x)
+
+
+@needs_bf16
+def test_default_model_bfloat16():
+    check_parity(load_model("default"), 240000, "bfloat16", 1e-2)
+
+
+def test_load_model_for_inference():
+    form = load_model("default", for_inference=True)
+    assert isinstance(form, InferenceModel)
+    eager = form.source
+    assert form.sample_rate == eager.sample_rate and form.label_names == eager.label_names
+    assert form.min_samples == eager.min_samples
+    assert "source.dlr.weight" not in form.state_dict()
+    x = torch.randn(1, eager.min_samples)
+    with torch.no_grad():
+        assert rel_err(form(x)["embedding"], eager(x)["embedding"]) < 1e-5
+    with pytest.raises(ValueError, match="too short"):
+        form(torch.randn(1, eager.min_samples - 1))
+
+
+def test_precision_follows_the_dlr():
+    form = inference_form(get("dlr_source"))
+    form.model.dlr.precision = "bfloat16"
+    assert form.precision == "bfloat16"
+    form.precision = "float32"
+    assert form.model.dlr.precision == "float32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        form.precision = "float16"
