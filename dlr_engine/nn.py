@@ -9,12 +9,8 @@ from torch import nn
 
 from .config import DLRConfig
 from .ops import dlr
-from .ops.dlr_op import dlr_bf16
+from .ops.dlr_op import PRECISIONS
 from .ops.preprocess import peak_abs
-
-PRECISIONS = ("float32", "bfloat16")
-"""``DLR(precision=...)``: float32, or bfloat16 inputs and weights with float32 sums (CPU
-inference on AVX512_BF16, ``dlr_engine.ops.dlr_op.dlr_bf16``)."""
 
 
 class DLR(nn.Module):
@@ -26,9 +22,11 @@ class DLR(nn.Module):
     preprocess: "peak_abs" (the published model's ``|x / max|x||`` per clip) or None.
     pad: zero-pad clips shorter than one output frame instead of raising.
     backend: force a backend of ``dlr_engine.ops.dlr`` (default: automatic / DLR_ENGINE_BACKEND).
-    precision: "float32", or "bfloat16" (``PRECISIONS``; inference on CPUs with AVX512_BF16,
-    ~1.8x faster, features within ~0.2 % of float32 by relative norm; raises where it cannot
-    run).
+    precision: "float32", "tf32" or "bfloat16" (``PRECISIONS``: x and the weights rounded,
+    float32 sums). On a GPU, tf32 and bfloat16 run the Triton backend's tensor-core kernels
+    (forward and backward; features ~2e-4 / ~2e-3 from float32 by relative norm); on CPU,
+    bfloat16 is the AVX512_BF16 inference kernel (~1.8x faster, ~0.2 %). Raises where no
+    backend offers it.
     """
 
     def __init__(self, n_branches: int = 4, channels: int = 32, kernel_size: int = 16,
@@ -81,9 +79,8 @@ class DLR(nn.Module):
             x = F.pad(x, (0, self.min_samples - x.shape[-1]))
         if self.preprocess == "peak_abs":
             x = peak_abs(x)
-        if self.precision == "bfloat16":
-            return dlr_bf16(x, self.weight, self.bias, self.dilations, self.config.pool)
-        return dlr(x, self.weight, self.bias, self.dilations, self.config.pool, backend=self.backend)
+        return dlr(x, self.weight, self.bias, self.dilations, self.config.pool,
+                   backend=self.backend, precision=self.precision)
 
     def extra_repr(self) -> str:
         c = self.config

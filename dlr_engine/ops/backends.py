@@ -27,6 +27,8 @@ class Backend:
     devices: tuple[str, ...]
     dtypes: tuple[torch.dtype, ...]
     extra_reasons: Callable[[str | None], list[str]] = lambda device_type: []
+    precisions: tuple[str, ...] = ("float32",)
+    """Precisions of the products it offers (``dlr(..., precision=)``)."""
 
     def launcher(self) -> ModuleType:
         return importlib.import_module(self.module, __package__)
@@ -37,8 +39,10 @@ class Backend:
         return _load_error(self.module)
 
     def not_supported_reasons(self, device_type: str | None = None,
-                              dtype: torch.dtype | None = None) -> list[str]:
-        """Why this backend cannot run an input on ``device_type`` of ``dtype`` (None: any)."""
+                              dtype: torch.dtype | None = None,
+                              precision: str = "float32") -> list[str]:
+        """Why this backend cannot run an input on ``device_type`` of ``dtype`` (None: any) in
+        ``precision``."""
         reasons = []
         error = self.load_error()
         if error:
@@ -50,6 +54,8 @@ class Backend:
         if dtype is not None and dtype not in self.dtypes:
             names = ", ".join(str(d).removeprefix("torch.") for d in self.dtypes)
             reasons.append(f"supports {names}, input is {str(dtype).removeprefix('torch.')}")
+        if precision not in self.precisions:
+            reasons.append(f"offers precision {'/'.join(self.precisions)}, not {precision}")
         return reasons + self.extra_reasons(device_type)
 
 
@@ -79,7 +85,8 @@ _FLOATS = (torch.float32, torch.bfloat16, torch.float16)
 BACKENDS: dict[str, Backend] = {
     "cuda": Backend("cuda", ".dlr_cuda", ("cuda",), _FLOATS),
     "triton": Backend("triton", ".dlr_triton", ("cuda", "cpu"), _FLOATS,
-                      extra_reasons=_triton_device_reasons),
+                      extra_reasons=_triton_device_reasons,
+                      precisions=("float32", "tf32", "bfloat16")),
     "cpu": Backend("cpu", ".dlr_cpu", ("cpu",), _FLOATS),
     "torch": Backend("torch", ".dlr_reference", ("cpu", "cuda", "mps", "xpu", "meta"),
                      (torch.float32, torch.float64, torch.bfloat16, torch.float16)),
@@ -92,15 +99,18 @@ class BackendUnavailable(RuntimeError):
     pass
 
 
-def explain(device_type: str | None = None, dtype: torch.dtype | None = None) -> dict[str, list[str]]:
+def explain(device_type: str | None = None, dtype: torch.dtype | None = None,
+            precision: str = "float32") -> dict[str, list[str]]:
     """Backend name -> reasons it declines such an input (empty list: usable)."""
-    return {name: b.not_supported_reasons(device_type, dtype) for name, b in BACKENDS.items()}
+    return {name: b.not_supported_reasons(device_type, dtype, precision)
+            for name, b in BACKENDS.items()}
 
 
 @torch.compiler.assume_constant_result
-def select(device_type: str, dtype: torch.dtype, requested: str | None = None) -> str:
-    """Backend for an input on ``device_type`` of ``dtype``: ``requested``, else
-    $DLR_ENGINE_BACKEND, else the first usable of ``AUTO_ORDER``.
+def select(device_type: str, dtype: torch.dtype, requested: str | None = None,
+           precision: str = "float32") -> str:
+    """Backend for an input on ``device_type`` of ``dtype`` in ``precision``: ``requested``,
+    else $DLR_ENGINE_BACKEND, else the first usable of ``AUTO_ORDER``.
 
     A constant for ``torch.compile``: the choice is made once, at trace time.
     """
@@ -109,16 +119,17 @@ def select(device_type: str, dtype: torch.dtype, requested: str | None = None) -
         if requested not in BACKENDS:
             raise BackendUnavailable(
                 f"unknown DLR backend {requested!r}; choose one of {', '.join(BACKENDS)}")
-        if not BACKENDS[requested].not_supported_reasons(device_type, dtype):
+        if not BACKENDS[requested].not_supported_reasons(device_type, dtype, precision):
             return requested
     else:
         for name in AUTO_ORDER:
             if name == "triton" and device_type == "cpu":
                 continue  # the interpreter is for tests, never an automatic choice
-            if not BACKENDS[name].not_supported_reasons(device_type, dtype):
+            if not BACKENDS[name].not_supported_reasons(device_type, dtype, precision):
                 return name
     lines = [f"  {name}: {'; '.join(reasons) or 'usable'}"
-             for name, reasons in explain(device_type, dtype).items()]
+             for name, reasons in explain(device_type, dtype, precision).items()]
     wanted = f"backend {requested!r}" if requested else "any backend"
     raise BackendUnavailable(f"no DLR backend can run {wanted} for this input "
-                             f"({dtype} on {device_type}):\n" + "\n".join(lines))
+                             f"({dtype} on {device_type}, precision {precision}):\n"
+                             + "\n".join(lines))

@@ -11,21 +11,33 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .backends import BACKENDS, BackendUnavailable, select
+from .backends import BACKENDS, BackendUnavailable, explain, select
 from .dlr_reference import check_dlr_args, dlr_reference
+
+
+PRECISIONS = ("float32", "tf32", "bfloat16")
+"""Precisions of the products (sums are float32): ``float32`` on every backend; ``tf32`` and
+``bfloat16`` (x and weights rounded to nearest even, tensor cores) on the triton backend;
+``bfloat16`` on CPU tensors is the AVX512_BF16 forward ``dlr_bf16``."""
+
+
+def _precision_arg(precision: str) -> dict[str, str]:
+    """Launcher keyword for ``precision``: only backends offering more than float32 take one
+    (``Backend.precisions``; ``select`` sends them nothing else)."""
+    return {} if precision == "float32" else {"precision": precision}
 
 
 @torch.library.custom_op("dlr_engine::dlr_fused", mutates_args=())
 def dlr_fused(x: Tensor, weight: Tensor, bias: Tensor, dilations: list[int], pool: int,
-              backend: str) -> Tensor:
+              backend: str, precision: str = "float32") -> Tensor:
     """x: (batch, samples) -> (batch, branches * channels, frames), by a compiled backend."""
     launcher = BACKENDS[backend].launcher()
     return launcher.dlr_forward(x.contiguous(), weight.contiguous(), bias.contiguous(),
-                                tuple(dilations), pool)
+                                tuple(dilations), pool, **_precision_arg(precision))
 
 
 @dlr_fused.register_fake
-def _dlr_fused_fake(x, weight, bias, dilations, pool, backend):
+def _dlr_fused_fake(x, weight, bias, dilations, pool, backend, precision="float32"):
     branches, channels, taps = weight.shape
     frames = (x.shape[1] - (taps - 1) * max(dilations)) // pool
     return x.new_empty((x.shape[0], branches * channels, frames))
@@ -34,7 +46,8 @@ def _dlr_fused_fake(x, weight, bias, dilations, pool, backend):
 @torch.library.custom_op("dlr_engine::dlr_fused_backward", mutates_args=())
 def dlr_fused_backward(grad_out: Tensor, x: Tensor, weight: Tensor, bias: Tensor,
                        dilations: list[int], pool: int, backend: str,
-                       need_x_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+                       need_x_grad: bool, precision: str = "float32"
+                       ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients (x, weight, bias); the x gradient is an empty tensor when not needed.
 
     Recomputes the pre-activation from ``x`` for the ReLU mask; nothing full-rate is stored.
@@ -42,14 +55,15 @@ def dlr_fused_backward(grad_out: Tensor, x: Tensor, weight: Tensor, bias: Tensor
     launcher = BACKENDS[backend].launcher()
     grad_x, grad_weight, grad_bias = launcher.dlr_backward(
         grad_out.contiguous(), x.contiguous(), weight.contiguous(), bias.contiguous(),
-        tuple(dilations), pool, need_x_grad)
+        tuple(dilations), pool, need_x_grad, **_precision_arg(precision))
     if grad_x is None:
         grad_x = x.new_empty((0,))
     return grad_x, grad_weight, grad_bias
 
 
 @dlr_fused_backward.register_fake
-def _dlr_fused_backward_fake(grad_out, x, weight, bias, dilations, pool, backend, need_x_grad):
+def _dlr_fused_backward_fake(grad_out, x, weight, bias, dilations, pool, backend, need_x_grad,
+                             precision="float32"):
     grad_x = torch.empty_like(x) if need_x_grad else x.new_empty((0,))
     return grad_x, torch.empty_like(weight), torch.empty_like(bias)
 
@@ -70,35 +84,42 @@ def _dlr_cpu_bf16_fake(x, weight, bias, dilations, pool):
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias, dilations, pool, backend = inputs
+    x, weight, bias, dilations, pool, backend, precision = inputs
     ctx.save_for_backward(x, weight, bias)
-    ctx.dilations, ctx.pool, ctx.backend = dilations, pool, backend
+    ctx.dilations, ctx.pool, ctx.backend, ctx.precision = dilations, pool, backend, precision
 
 
 def _backward(ctx, grad_out):
     x, weight, bias = ctx.saved_tensors
     need_x_grad = ctx.needs_input_grad[0]
     grad_x, grad_weight, grad_bias = dlr_fused_backward(
-        grad_out, x, weight, bias, ctx.dilations, ctx.pool, ctx.backend, need_x_grad)
-    return (grad_x if need_x_grad else None), grad_weight, grad_bias, None, None, None
+        grad_out, x, weight, bias, ctx.dilations, ctx.pool, ctx.backend, need_x_grad,
+        ctx.precision)
+    return (grad_x if need_x_grad else None), grad_weight, grad_bias, None, None, None, None
 
 
 dlr_fused.register_autograd(_backward, setup_context=_setup_context)
 
 
 def dlr(x: Tensor, weight: Tensor, bias: Tensor, dilations: tuple[int, ...] | list[int],
-        pool: int = 256, backend: str | None = None) -> Tensor:
+        pool: int = 256, backend: str | None = None, precision: str = "float32") -> Tensor:
     """The DLR op (DESIGN §3) on the best available backend.
 
     x: (batch, samples) at 8 kHz; weight: (branches, channels, taps); bias: (branches, channels).
     Returns (batch, branches * channels, frames), frames = (samples - (taps-1)*max(dilations))
     // pool. ``backend``: torch | cpu | triton | cuda; default $DLR_ENGINE_BACKEND, else auto.
+    ``precision``: one of ``PRECISIONS``; raises ``BackendUnavailable`` with every backend's
+    reasons when none offers it for this input.
     """
     check_dlr_args(x, weight, bias, dilations, pool)
-    name = select(x.device.type, x.dtype, backend)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bfloat16" and x.device.type == "cpu" and backend in (None, "cpu"):
+        return dlr_bf16(x, weight, bias, dilations, pool)
+    name = select(x.device.type, x.dtype, backend, precision)
     if name == "torch":
         return dlr_reference(x, weight, bias, dilations, pool)
-    return dlr_fused(x, weight, bias, [int(d) for d in dilations], int(pool), name)
+    return dlr_fused(x, weight, bias, [int(d) for d in dilations], int(pool), name, precision)
 
 
 def dlr_bf16_supported() -> bool:
@@ -108,6 +129,22 @@ def dlr_bf16_supported() -> bool:
     except ImportError:
         return False
     return dlr_cpu.bf16_supported()
+
+
+def precision_unavailable(precision: str, device_type: str) -> str | None:
+    """Why no backend runs the DLR forward in ``precision`` on ``device_type`` tensors here
+    (float32 inputs, published geometry assumed), or None."""
+    if precision not in PRECISIONS:
+        return f"precision must be one of {PRECISIONS}, got {precision!r}"
+    if precision == "bfloat16" and device_type == "cpu":
+        return None if dlr_bf16_supported() else (
+            "bfloat16 on CPU needs the C++ extension and a CPU with AVX512_BF16")
+    reasons = explain(device_type, torch.float32, precision)
+    automatic = [name for name in reasons if not (name == "triton" and device_type == "cpu")]
+    if any(not reasons[name] for name in automatic):
+        return None
+    return (f"no DLR backend offers precision {precision} on {device_type}: "
+            + "; ".join(f"{name}: {', '.join(reasons[name])}" for name in automatic))
 
 
 def bf16_unsupported_reasons(x: Tensor, weight: Tensor, pool: int) -> list[str]:
