@@ -83,7 +83,7 @@ def _resolve_model(model: str | os.PathLike | nn.Module | None) -> nn.Module | N
     if isinstance(model, nn.Module):
         return model
     from ..models import load_model
-    return load_model(model)
+    return load_model(model, for_inference=True)  # conv blocks fused (dlr_engine.runtime)
 
 
 def _with_precision(model: nn.Module | None, precision: str | None,

@@ -142,7 +142,7 @@ def load_model(spec: str | Path = "default", backend: str | None = None,
         warnings.warn(f"model {str(spec)!r} is a registry name, not weights: it is built "
                       f"untrained (random weights); pass a .safetensors file from `dlr-engine "
                       f"train` for a trained one", UserWarning, stacklevel=2)
-        return get(str(spec), backend=backend).eval()
+        return _finished(get(str(spec), backend=backend), for_inference)
     if default and not path.exists():
         raise FileNotFoundError(f"the default weights {path} are missing; train them with `{DEFAULT_COMMAND}`")
     published_labels = {"tempo_logits": tempo_class_names()}  # its genre names were never published
@@ -160,7 +160,12 @@ def load_model(spec: str | Path = "default", backend: str | None = None,
                          f"{meta.get('format')!r}, expected {FORMAT!r})")
     model.sample_rate = int(meta.get("sample_rate", PAPER.sample_rate))
     model.label_names = labels
+    return _finished(model, for_inference)
+
+
+def _finished(model: nn.Module, for_inference: bool) -> nn.Module:
+    """``model`` in eval mode, or its inference form (``dlr_engine.runtime``)."""
     if for_inference:
-        from ..runtime import inference_form
+        from ..runtime import inference_form  # imported here: the runtime imports the models
         return inference_form(model)
     return model.eval()

@@ -107,7 +107,16 @@ class FusedConvStack(nn.Module):
             self.register_buffer(f"weight_{i}", block.weight)
             self.register_buffer(f"bias_{i}", block.bias)
 
+    def _sync(self) -> None:
+        """Point the blocks at the current buffers (``.to(device)`` replaces them)."""
+        for i, block in enumerate(self.stack.blocks):
+            weight, bias = getattr(self, f"weight_{i}"), getattr(self, f"bias_{i}")
+            if block.weight is not weight or block.bias is not bias:
+                block.weight, block.bias = weight, bias
+                block._packed.clear()
+
     def forward(self, image: Tensor) -> Tensor:
+        self._sync()
         if image.dim() != 4 or image.shape[1] != 1:
             raise ValueError(f"expected a one-channel image (batch, 1, rows, cols), got "
                              f"{tuple(image.shape)}")
