@@ -23,7 +23,7 @@ from torch import nn
 from ..audio.segment import TAIL_POLICIES
 from ..config import DLRConfig
 from ..nn import DLR, PRECISIONS
-from ..ops.dlr_op import dlr_bf16_supported
+from ..ops.dlr_op import precision_unavailable
 from .discover import Corpus, discover
 from .pipeline import ModelRunner, Pipeline, Sink, TrackState, find_module
 from .worker import DecodePlan
@@ -94,9 +94,9 @@ def _with_precision(model: nn.Module | None, precision: str | None,
         return model
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "bfloat16" and (device.type != "cpu" or not dlr_bf16_supported()):
-        raise ValueError(f"precision='bfloat16' runs on CPUs with AVX512_BF16 (device={device}, "
-                         f"this machine can: {dlr_bf16_supported()}); use precision='float32'")
+    if reason := precision_unavailable(precision, device.type):
+        raise ValueError(f"precision={precision!r} cannot run on {device}: {reason}; use "
+                         f"precision='float32'")
     if all(m.precision == precision for m in model.modules() if isinstance(m, DLR)):
         return model
     model = copy.deepcopy(model)
