@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -415,7 +416,7 @@ def test_killed_run_resumes_without_partial_or_duplicate_outputs(tmp_path):
     assert sorted(row["id"] for row in rows) == [f"track{i}.wav" for i in range(8)]
     assert all(row["status"] == "ok" for row in rows)
     files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
-    assert files == sorted([Path(".lock"), Path("manifest.parquet")]
+    assert files == sorted([Path("params.json"), Path("manifest.parquet")]
                            + [Path("dlr") / f"track{i}.wav.npy" for i in range(8)])
     fresh = {r.id: r.features["dlr"] for r in extract(tmp_path / "in", model=small_dlr(),
                                                       workers=0, segment_seconds=1.0,
@@ -455,15 +456,28 @@ def test_a_crashed_decoder_fails_only_its_track(tmp_path, monkeypatch):
 
 
 def test_a_stuck_decoder_is_stopped(tmp_path, monkeypatch):
-    """A read that never returns (here a FIFO nobody writes) fails its track after the stall
-    timeout; the worker is replaced and the rest completes."""
+    """A read that never returns (a hung network mount: here a decode thread held on an
+    event) fails its track after the stall timeout; the worker is replaced and the rest
+    completes."""
     corpus(tmp_path, seconds=(1.0, 1.0))
-    os.mkfifo(tmp_path / "pipe.wav")
+    write(tmp_path / "stuck.wav", 1.0)
+    release = threading.Event()
+    decode = worker.track_messages
+
+    def hanging(track, path, plan):
+        if path.endswith("stuck.wav"):
+            release.wait()
+        return decode(track, path, plan)
+
+    monkeypatch.setattr(worker, "track_messages", hanging)
     monkeypatch.setattr(pipeline, "STALL_SECONDS", 2.0)
-    results = {r.id: r for r in extract(tmp_path, model=small_dlr(), workers=1,
-                                        segment_seconds=1.0, progress=False)}
+    try:
+        results = {r.id: r for r in extract(tmp_path, model=small_dlr(), workers=0,
+                                            segment_seconds=1.0, progress=False)}
+    finally:
+        release.set()
     assert [results[f"track{i}.wav"].status for i in range(2)] == ["ok", "ok"]
-    assert "the decoder produced nothing for 2 s" in results["pipe.wav"].error
+    assert "the decoder produced nothing for 2 s" in results["stuck.wav"].error
 
 
 class LoudnessIntolerant(nn.Module):

@@ -64,13 +64,20 @@ def av_available() -> bool:
     return True
 
 
+NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"))
+
+
 def _check_readable(path: str) -> None:
-    """Raise ``DecodeError`` for a missing, empty, directory or unreadable path."""
+    """Raise ``DecodeError`` for a missing, empty, unreadable or not regular path (a FIFO,
+    socket or device is never opened: a FIFO nobody writes would block the read forever)."""
     try:
         st = os.stat(path)
-        if stat.S_ISDIR(st.st_mode):
-            raise DecodeError("is a directory, not an audio file")
-        if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+        for test, kind in NOT_REGULAR:
+            if test(st.st_mode):
+                raise DecodeError(f"is {kind}, not an audio file; it was not opened")
+        if st.st_size == 0:
             raise DecodeError("empty file (0 bytes)")
         with open(path, "rb"):
             pass
@@ -106,7 +113,8 @@ class AudioStream:
         _check_readable(self.path)
         self._file = None
         try:
-            self._file = soundfile.SoundFile(self.path)
+            # bytes: soundfile encodes a str strictly, failing names that are not UTF-8
+            self._file = soundfile.SoundFile(os.fsencode(self.path))
         except soundfile.LibsndfileError as error:
             self._av_reason = f"libsndfile: {error.error_string}"
             self.info, self._native = self._open_av()

@@ -5,14 +5,19 @@ Layout under ``out/`` (``<tag>`` is empty, or ``.shard-I-of-N`` for a shard):
   <name>/<id>.npy             one array per track and output name (dlr, mel, embedding, ...)
   manifest<tag>.parquet       one row per track (``MANIFEST_SCHEMA``)
   outputs<tag>.parquet        one row per segment: id, segment, start, class probabilities
+  params<tag>.json            the parameters behind each ``params_hash`` of the tables
   .journal<tag>.jsonl         records of finished tracks not yet merged into the tables
   .tmp<tag>/                  arrays being written (cleared when a run starts)
-  .lock<tag>                  locked (flock) while a run writes
+While a run writes, it holds an exclusive ``flock`` on the folder itself (no lock file).
 
 A track's arrays are streamed into ``.tmp`` segment by segment, renamed into place when the
 track is done (``os.replace`` is atomic), and only then is its record appended to the
 journal. A run folds the journal into the Parquet tables (written to a temporary name, then
 renamed) when it starts and when it ends; until then the journal is the record.
+
+A table that cannot be read when a run starts is moved aside (``<name>.damaged``, with a
+warning) and rebuilt: tracks whose rows it held are missing from it, so the resume check
+(``Store.done``) sends them to be computed again.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import queue
 import shutil
 import struct
 import threading
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,21 +40,36 @@ import pyarrow.parquet as pq
 from ..io.atomic import write_atomic
 
 MANIFEST_SCHEMA = pa.schema([
-    ("path", pa.string()),            # absolute path of the source file
+    ("path", pa.string()),            # absolute path of the source file (readable: see
+                                      # discover.readable)
+    ("path_bytes", pa.binary()),      # its exact bytes when they are not UTF-8, else null
     ("id", pa.string()),              # path relative to the corpus root; names the arrays
     ("size", pa.int64()),             # bytes of the source file
     ("mtime", pa.float64()),          # its modification time (seconds since the epoch)
     ("status", pa.string()),          # ok | failed | skipped
     ("error", pa.string()),           # reason of a failure
-    ("duration", pa.float64()),       # seconds of audio decoded
+    ("warning", pa.string()),         # something the decoder worked around (a bad header)
+    ("duration", pa.float64()),       # seconds of audio decoded (null when failed)
     ("sample_rate", pa.int64()),      # native Hz
     ("channels", pa.int64()),         # native channel count
     ("codec", pa.string()),           # container/codec as the decoder names it
     ("segments", pa.int64()),         # rows of the track's arrays (1 in continuous mode)
     ("segment_starts", pa.list_(pa.float64())),  # their start times, seconds
+    ("arrays", pa.list_(pa.string())),  # names of the track's arrays (<name>/<id>.npy)
+    ("output_rows", pa.int64()),      # its rows in the outputs table
     ("seconds", pa.float64()),        # decode + model time spent on the track
     ("params_hash", pa.string()),     # hash of everything that shapes the outputs
-])
+]).with_metadata({b"pandas": json.dumps({
+    "index_columns": [], "column_indexes": [],
+    "columns": [{"name": name, "field_name": name, "pandas_type": "int64",
+                 "numpy_type": "Int64", "metadata": None}
+                for name in ("size", "sample_rate", "channels", "segments", "output_rows")],
+}).encode()})
+"""The manifest's columns. The ``pandas`` metadata makes ``pandas.read_parquet`` give the
+integer columns as nullable ``Int64`` (a failed track has no channel count) instead of
+float64; pandas reads the other columns by their Arrow types."""
+RESUME_COLUMNS = ("id", "size", "mtime", "status", "params_hash", "arrays", "output_rows")
+"""Manifest columns the resume check reads."""
 STATUSES = ("ok", "failed", "skipped")
 NPY_HEADER_BYTES = 128
 """Fixed header size of streamed ``.npy`` files, so the final shape is written in place."""
@@ -128,39 +149,80 @@ class Store:
         tag = shard_tag(shard)
         self.manifest_path = os.path.join(self.out, f"manifest{tag}.parquet")
         self.outputs_path = os.path.join(self.out, f"outputs{tag}.parquet")
+        self.params_path = os.path.join(self.out, f"params{tag}.json")
         self.journal_path = os.path.join(self.out, f".journal{tag}.jsonl")
         self.tmp_dir = os.path.join(self.out, f".tmp{tag}")
-        self._lock_path = os.path.join(self.out, f".lock{tag}")
-        self._lock = None
+        self._lock: int | None = None
         self._journal = None
         self._names = itertools.count()
 
     def open(self) -> dict[str, dict]:
-        """Lock the folder, clear leftovers of a killed run, merge its journal; return the
-        manifest rows by id."""
+        """Lock the folder, clear leftovers of a killed run, merge its journal (a damaged table
+        is moved aside first); return the manifest rows by id (``RESUME_COLUMNS``, and
+        ``table_rows``: the track's rows found in the outputs table)."""
         os.makedirs(self.out, exist_ok=True)
         self._acquire_lock()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
         os.makedirs(self.tmp_dir)
+        for path in (self.manifest_path, self.outputs_path):
+            _set_aside_if_damaged(path)
         self.merge()
         self._journal = open(self.journal_path, "a", encoding="utf-8")
         if not os.path.exists(self.manifest_path):
             return {}
-        return {row["id"]: row for row in pq.read_table(self.manifest_path).to_pylist()}
+        manifest = pq.read_table(self.manifest_path)
+        columns = [name for name in RESUME_COLUMNS if name in manifest.column_names]
+        data = manifest.select(columns).to_pydict()
+        rows = {values[0]: dict(zip(columns, values))
+                for values in zip(*(data[name] for name in columns))}  # columns[0] is id
+        counts = self._output_rows()
+        for track_id, row in rows.items():
+            row["table_rows"] = counts.get(track_id, 0)
+        return rows
+
+    def _output_rows(self) -> dict[str, int]:
+        if not os.path.exists(self.outputs_path):
+            return {}
+        counts = pc.value_counts(pq.read_table(self.outputs_path, columns=["id"])["id"])
+        return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
 
     def _acquire_lock(self) -> None:
+        """flock on the folder itself. Kept over ``filelock``: a lock *file* either stays in the
+        folder after the run, or, deleted on release, lets two later runs lock two different
+        files of the same name; the folder always exists and is always the same inode."""
         import fcntl
-        self._lock = open(self._lock_path, "w")
+        self._lock = os.open(self.out, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._lock.close()
+            os.close(self._lock)
             self._lock = None
-            raise RuntimeError(f"another dlr-engine run is writing {self.manifest_path}; wait "
+            raise RuntimeError(f"another dlr-engine run is writing {self.out}; wait "
                                f"for it to finish or choose another --out") from None
+
+    def write_params(self, params_hash: str, params: dict) -> None:
+        """Record the parameters behind ``params_hash`` in ``params<tag>.json`` (hash ->
+        parameters, every hash the folder's tables hold)."""
+        known = {}
+        if os.path.exists(self.params_path):
+            with contextlib.suppress(ValueError), open(self.params_path) as file:
+                known = json.load(file)
+        if known.get(params_hash) == params:
+            return
+        known[params_hash] = params
+        text = json.dumps(known, indent=1, sort_keys=True)
+        write_atomic(self.params_path, lambda tmp: tmp.write_text(text))
 
     def array_path(self, name: str, track_id: str) -> str:
         return os.path.join(self.out, name, *track_id.split("/")) + ".npy"
+
+    def remove_arrays(self, track_id: str) -> None:
+        """Delete every array of ``track_id`` (a track that now fails keeps no stale ones)."""
+        with os.scandir(self.out) as entries:
+            names = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.array_path(name, track_id))
 
     def stream(self, name: str, track_id: str, dtype: str, concat_frames: bool) -> NpyStream:
         tmp = os.path.join(self.tmp_dir, f"{next(self._names)}.npy")
@@ -168,7 +230,10 @@ class Store:
 
     def record(self, record: TrackRecord) -> None:
         """Append a finished track to the journal (after its arrays are in place)."""
-        line = json.dumps({"row": record.row, "segments": record.segments})
+        row = dict(record.row)
+        if row.get("path_bytes") is not None:
+            row["path_bytes"] = row["path_bytes"].hex()   # JSON holds text
+        line = json.dumps({"row": row, "segments": record.segments})
         self._journal.write(line + "\n")
         self._journal.flush()
 
@@ -182,7 +247,10 @@ class Store:
                     entry = json.loads(line)
                 except json.JSONDecodeError:  # the last line of a killed run
                     continue
-                records[entry["row"]["id"]] = TrackRecord(entry["row"], entry["segments"])
+                row = entry["row"]
+                if row.get("path_bytes") is not None:
+                    row["path_bytes"] = bytes.fromhex(row["path_bytes"])
+                records[row["id"]] = TrackRecord(row, entry["segments"])
         return list(records.values())
 
     def merge(self) -> None:
@@ -208,9 +276,22 @@ class Store:
             self._journal = None
         self.merge()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
-        if self._lock is not None:       # the lock file stays: removing it would let two
-            self._lock.close()            # later runs lock different files of the same name
+        if self._lock is not None:
+            os.close(self._lock)
             self._lock = None
+
+
+def _set_aside_if_damaged(path: str) -> None:
+    """Move an unreadable Parquet table to ``<path>.damaged`` with a warning."""
+    if not os.path.exists(path):
+        return
+    try:
+        pq.ParquetFile(path).read()
+    except (OSError, pa.ArrowException) as error:
+        os.replace(path, path + ".damaged")
+        warnings.warn(f"{path} is damaged ({error}); moved to {path}.damaged and rebuilt: the "
+                      f"tracks whose rows it held are computed again", RuntimeWarning,
+                      stacklevel=3)
 
 
 def _replace_rows(path: str, new: pa.Table | None, ids: pa.Array, sort_keys: list[str]) -> None:
@@ -287,6 +368,7 @@ class WriterThread:
         else:
             for stream in streams.values():
                 stream.abort()
+            self.store.remove_arrays(record.row["id"])
         self.store.record(record)
 
     def close(self) -> None:
