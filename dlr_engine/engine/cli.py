@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..audio.segment import TAIL_POLICIES
+from ..ops.dlr_op import PRECISIONS
 from .discover import parse_shard
 
 MAX_LISTED_FAILURES = 10
@@ -41,9 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--shard", type=_shard, default=None,
                         help="I/N: process the I-th of N interleaved parts (0-based)")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32")
-    parser.add_argument("--precision", choices=("float32", "bfloat16"), default=None,
-                        help="the DLR's arithmetic: float32 (default) or bfloat16 (~2x faster "
-                             "DLR, features within ~0.2 %%; CPUs with AVX512_BF16)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="the DLR's products: float32 (default); tf32 or bfloat16 on a "
+                             "GPU (Triton tensor cores; features ~2e-4 / ~2e-3 from float32); "
+                             "bfloat16 on CPUs with AVX512_BF16 (~2x faster, ~0.2 %%)")
     parser.add_argument("--pad-short", action="store_true",
                         help="zero-pad tracks shorter than the model's minimum input")
     parser.add_argument("--retry-failed", action="store_true",
