@@ -12,9 +12,11 @@ from pathlib import Path
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="render the built-in demo audio and extract "
-                                                "features and model outputs from it")
+                                                "features and model outputs from it",
+                                   description=" ".join(__doc__.split("\n\n")[1].split()))
     parser.add_argument("--out", default="demo_out", help="folder for the audio and outputs")
-    parser.add_argument("--model", default="default", help="as for extract (default: shipped)")
+    parser.add_argument("--model", default="default",
+                        help="as for extract; 'default' is the shipped model")
     parser.set_defaults(func=run)
 
 
