@@ -4,10 +4,12 @@ channels, 16 taps, dilations 1, 13, 169, 2197, pool 256).
 
 Providers: ``eager`` (the plain-torch reference ``dlr_engine.ops.dlr_reference``, the
 baseline), ``compile`` (``torch.compile`` of that reference, shapes static), the fused
-backends of ``dlr_engine.ops.dlr``: ``cpu`` on CPU, ``triton`` and ``cuda`` on a GPU, and
-``cpu_bf16`` (``dlr_engine.ops.dlr_op.dlr_bf16``: x and weights rounded to bfloat16, float32
-sums; forward only, CPUs with AVX512_BF16; its ``% peak`` is against the float32 matmul peak,
-which VDPBF16PS can exceed up to 2x).
+backends of ``dlr_engine.ops.dlr``: ``cpu`` on CPU, ``triton`` and ``cuda`` on a GPU, and the
+reduced precisions (x and weights rounded, float32 sums; their ``% peak`` is against the
+float32 matmul peak, which they can exceed): ``triton_tf32`` and ``triton_bf16`` (tensor
+cores, forward and backward) on a GPU, ``cpu_bf16`` (``dlr_engine.ops.dlr_op.dlr_bf16``,
+forward only, CPUs with AVX512_BF16). A GPU run lists the CPU-only providers as skipped, with
+the reason.
 
 Work per call, the same count for every provider so that GFLOP/s ratios equal time ratios:
 
@@ -39,7 +41,7 @@ import torch
 from dlr_engine.config import PAPER, DLRConfig
 from dlr_engine.nn import DLR
 from dlr_engine.ops import dlr, dlr_reference, explain
-from dlr_engine.ops.dlr_op import dlr_bf16, dlr_bf16_supported
+from dlr_engine.ops.dlr_op import precision_unavailable
 
 from .harness import Call, Case, bench_device
 
@@ -77,8 +79,8 @@ class Provider:
     """Allocates the full-rate (batch, 128, T) maps (the eager memory estimate applies)."""
     forward_only: bool = False
     """Inference only: no forward+backward rows."""
-    unavailable: Callable[[], str | None] = lambda: None
-    """Why this machine cannot run it, beyond its backend's reasons, or None."""
+    precision: str = "float32"
+    """``dlr(..., precision=)`` of the fused backends."""
 
 
 def _reference(config: DLRConfig) -> Callable:
@@ -91,32 +93,32 @@ def _compiled(config: DLRConfig) -> Callable:
     return torch.compile(_reference(config), dynamic=False)
 
 
-def _backend(name: str) -> Callable[[DLRConfig], Callable]:
+def _backend(name: str, precision: str = "float32") -> Callable[[DLRConfig], Callable]:
     def build(config: DLRConfig) -> Callable:
         def op(x, weight, bias):
-            return dlr(x, weight, bias, config.dilations, config.pool, backend=name)
+            return dlr(x, weight, bias, config.dilations, config.pool, backend=name,
+                       precision=precision)
         return op
     return build
 
 
-def _bf16(config: DLRConfig) -> Callable:
-    def op(x, weight, bias):
-        return dlr_bf16(x, weight, bias, config.dilations, config.pool)
-    return op
-
-
 def bf16_missing() -> str | None:
-    """Why ``dlr_bf16`` cannot run on this machine, or None."""
-    return None if dlr_bf16_supported() else "this CPU has no AVX512_BF16"
+    """Why ``DLR(precision="bfloat16")`` cannot run on this run's device (`bench_device`:
+    the AVX512_BF16 kernel on CPU, Triton's tensor cores on a GPU), or None."""
+    return precision_unavailable("bfloat16", bench_device())
 
 
 PROVIDERS = (
     Provider("eager", _reference, ("cpu", "cuda"), materializes=True),
     Provider("compile", _compiled, ("cpu", "cuda"), materializes=True),
     Provider("cpu", _backend("cpu"), ("cpu",), backend="cpu"),
-    Provider("cpu_bf16", _bf16, ("cpu",), backend="cpu", forward_only=True,
-             unavailable=bf16_missing),
+    Provider("cpu_bf16", _backend("cpu", "bfloat16"), ("cpu",), backend="cpu",
+             forward_only=True, precision="bfloat16"),
     Provider("triton", _backend("triton"), ("cuda",), backend="triton", triton=True),
+    Provider("triton_tf32", _backend("triton", "tf32"), ("cuda",), backend="triton",
+             triton=True, precision="tf32"),
+    Provider("triton_bf16", _backend("triton", "bfloat16"), ("cuda",), backend="triton",
+             triton=True, precision="bfloat16"),
     Provider("cuda", _backend("cuda"), ("cuda",), backend="cuda"),
 )
 BASELINE = "eager"
@@ -167,14 +169,17 @@ def memory_skip_reason(provider: Provider, batch: int, samples: int, backward: b
 
 
 def availability_reason(provider: Provider, device: str, backward: bool = False) -> str | None:
-    """Why a dlr_engine backend cannot run float32 on ``device`` now, or None."""
+    """Why ``provider`` cannot run float32 inputs on ``device`` now, or None."""
+    if device not in provider.devices:
+        return (f"runs on {'/'.join(provider.devices)} only, this run is on {device} "
+                f"(dlr-bench --device {provider.devices[0]} measures it)")
     if provider.forward_only and backward:
-        return "inference only (bfloat16 forward)"
-    if reason := provider.unavailable():
-        return reason
+        return f"inference only ({provider.precision} forward)"
+    if provider.backend == "cpu" and provider.precision == "bfloat16":
+        return precision_unavailable("bfloat16", device)  # the AVX512_BF16 kernel's own check
     if provider.backend is None:
         return None
-    reasons = explain(device, torch.float32)[provider.backend]
+    reasons = explain(device, torch.float32, provider.precision)[provider.backend]
     return "; ".join(reasons) or None
 
 
@@ -208,7 +213,9 @@ def make_call(provider: Provider, batch: int, samples: int, backward: bool, devi
 
 
 def providers_on(device: str) -> list[Provider]:
-    return [p for p in PROVIDERS if device in p.devices]
+    """Providers a ``device`` run reports: those running there and, on a GPU, the CPU-only
+    ones (as skipped rows saying why)."""
+    return [p for p in PROVIDERS if device in p.devices or device == "cuda"]
 
 
 def cases(quick: bool) -> list[Case]:
