@@ -2,6 +2,7 @@
 in one process run, with this machine's ceilings measured in the same run.
 
     dlr-bench dlr --quick --json out.json --markdown out.md --plot out.png
+    dlr-bench dlr,mel,tempogram --device cuda --json gpu.json
     dlr-bench all --compare old.json --fail-if-slower 10
 """
 from __future__ import annotations
@@ -33,6 +34,22 @@ TRAINING_SUITES = ("models",)
 ``--plot`` and ``--compare`` leave them out (they take minutes and time nothing)."""
 
 
+def suite_names(text: str) -> list[str]:
+    """The ``suite`` argument: one name, names joined by commas, or ``all`` (every suite but
+    the training ones, which run alone)."""
+    if text == "all":
+        return [n for n in SUITES if n not in TRAINING_SUITES]
+    names = text.split(",")
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown suite {', '.join(unknown)}; choose from "
+                                         f"{', '.join(SUITES)} or all")
+    if len(names) > 1 and set(names) & set(TRAINING_SUITES):
+        raise argparse.ArgumentTypeError(f"{', '.join(TRAINING_SUITES)} trains models: run it "
+                                         f"alone")
+    return names
+
+
 def load_suite(name: str) -> Callable[[bool], list[harness.Case]]:
     return importlib.import_module(f"{__package__}.suite_{name}").cases
 
@@ -43,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="suites:\n" + "\n".join(f"  {name:10s} {text}" for name, text in SUITES.items())
         + "\n  all        every suite above but " + ", ".join(TRAINING_SUITES) + ", in one run")
-    parser.add_argument("suite", choices=[*SUITES, "all"])
+    parser.add_argument("suite", type=suite_names,
+                        help="a suite, several joined by commas (dlr,mel), or all")
     parser.add_argument("--quick", action="store_true",
                         help="fewer repeats and the smaller sizes of each suite")
     parser.add_argument("--device", choices=("cpu", "cuda"),
@@ -93,17 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     for path in (args.json, args.markdown, args.plot):  # fail before measuring, not after
         if path and not Path(path).resolve().parent.is_dir():
             parser.error(f"the folder of {path} does not exist; create it first")
-    training = args.suite in TRAINING_SUITES
+    names = args.suite
+    training = names[0] in TRAINING_SUITES
     if training and (args.plot or args.compare):
-        parser.error(f"--plot and --compare compare timings; the {args.suite} suite times nothing")
+        parser.error(f"--plot and --compare compare timings; the {names[0]} suite times nothing")
     old = report.load_json(args.compare) if args.compare else None
     if args.device:
         os.environ[harness.BENCH_DEVICE_ENV] = args.device
-    names = [n for n in SUITES if n not in TRAINING_SUITES] if args.suite == "all" else [args.suite]
     started = time.perf_counter()
     layout: tuple = ()
     if training:
-        suite = importlib.import_module(f"{__package__}.suite_{args.suite}")
+        suite = importlib.import_module(f"{__package__}.suite_{names[0]}")
         rows, header = suite.run(args.quick)
         layout = (suite.TABLE_COLUMNS, suite.header_lines(header))
     else:
