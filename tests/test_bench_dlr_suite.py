@@ -47,3 +47,18 @@ def test_bf16_missing_follows_the_run_device(monkeypatch):
         assert reason is None
     else:
         assert "triton: " in reason and "no CUDA device" in reason
+
+
+def test_cli_takes_several_suites_joined_by_commas():
+    """scripts/gpu_check.sh runs ``dlr-bench dlr,mel,tempogram`` in one process."""
+    import argparse
+
+    import pytest
+
+    from dlr_engine.bench import cli
+
+    assert cli.suite_names("dlr,mel,tempogram") == ["dlr", "mel", "tempogram"]
+    assert "models" not in cli.suite_names("all") and cli.suite_names("models") == ["models"]
+    for wrong in ("dlr,nope", "dlr,models"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli.suite_names(wrong)
