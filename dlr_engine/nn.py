@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import DLRConfig
+from .inputs import audio_tensor
 from .ops import dlr
 from .ops.dlr_op import PRECISIONS
 from .ops.preprocess import peak_abs
@@ -17,8 +18,10 @@ class DLR(nn.Module):
     """Deep Learned Rhythmic representation: four parallel dilated Conv1d branches, ReLU,
     crop, concat and average pooling, run by the fused op.
 
-    forward(x: (batch, samples) float at 8 kHz) -> (batch, n_branches * channels, frames),
-    frames = (samples - receptive_field + 1) // pool (808 for 30 s).
+    forward(x: (..., samples) float at 8 kHz, e.g. (batch, samples) or (samples,)) ->
+    (..., n_branches * channels, frames), frames = (samples - receptive_field + 1) // pool (808
+    for 30 s). int8 / int16 / int32 / uint8 PCM is scaled to [-1, 1) first
+    (``dlr_engine.inputs.audio_tensor``); other dtypes are refused.
     preprocess: "peak_abs" (the published model's ``|x / max|x||`` per clip) or None.
     pad: zero-pad clips shorter than one output frame instead of raising.
     backend: force a backend of ``dlr_engine.ops.dlr`` (default: automatic / DLR_ENGINE_BACKEND).
@@ -73,14 +76,16 @@ class DLR(nn.Module):
         return self.config.frames(samples)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 2:
-            raise ValueError(f"DLR expects (batch, samples), got shape {tuple(x.shape)}")
+        x = audio_tensor(x, "DLR")
+        leading = x.shape[:-1]
+        x = x.reshape(-1, x.shape[-1])
         if self.pad and x.shape[-1] < self.min_samples:
             x = F.pad(x, (0, self.min_samples - x.shape[-1]))
         if self.preprocess == "peak_abs":
             x = peak_abs(x)
-        return dlr(x, self.weight, self.bias, self.dilations, self.config.pool,
-                   backend=self.backend, precision=self.precision)
+        out = dlr(x, self.weight, self.bias, self.dilations, self.config.pool,
+                  backend=self.backend, precision=self.precision)
+        return out.reshape(*leading, *out.shape[1:])
 
     def extra_repr(self) -> str:
         c = self.config

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from .config import PAPER
+from .inputs import audio_tensor
 from .ops.melspec import cpu_mel_plan, melspectrogram
 from .ops.melspec_reference import (finish_db, frame_count, get_window, mel_filterbank,
                                     zscore_per_clip)
@@ -164,9 +165,9 @@ def _describe(preset: str, config, base) -> str:
     return f"preset={preset!r}" + "".join(f", {k}={v!r}" for k, v in changed.items())
 
 
-def _flatten(x: torch.Tensor) -> torch.Tensor:
-    if x.dim() < 1:
-        raise ValueError("x must be (batch, samples) (or (..., samples)), got a scalar")
+def _flatten(x: torch.Tensor, owner: str) -> torch.Tensor:
+    """(..., samples) audio (``audio_tensor``: int PCM scaled) -> (batch, samples)."""
+    x = audio_tensor(x, owner)
     return x.reshape(-1, x.shape[-1])
 
 
@@ -242,7 +243,7 @@ class MelSpectrogram(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.config
-        out = melspectrogram(_flatten(x), self.window, self.mel_fb, c.n_fft, c.hop_length,
+        out = melspectrogram(_flatten(x, "MelSpectrogram"), self.window, self.mel_fb, c.n_fft, c.hop_length,
                              c.center, c.pad_mode, c.power, self.db_multiplier, self.amin,
                              self.cpu_plan, self.backend)
         if self.db_multiplier:
@@ -303,7 +304,7 @@ class Tempogram(nn.Module):
     def onset_strength(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, samples) -> (batch, onset_frames), ``librosa.onset.onset_strength``."""
         c = self.config
-        return onset_strength_from_db(self.onset_mel(_flatten(x)), c.n_fft, c.hop_length, c.lag,
+        return onset_strength_from_db(self.onset_mel(_flatten(x, "Tempogram")), c.n_fft, c.hop_length, c.lag,
                                       center=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
