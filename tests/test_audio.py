@@ -1,6 +1,8 @@
 """Streaming decode and segmentation (dlr_engine.audio)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -205,3 +207,69 @@ def test_continuous_short_track():
         list(continuous_chunks(lambda a, b: samples[a:b], 100, 961, 256, 4, 1216))
     (chunk,) = continuous_chunks(lambda a, b: samples[a:b], 100, 961, 256, 4, 1216, pad_short=True)
     assert len(chunk.samples) == 1216 and chunk.samples[:100].all()
+
+
+# -- issue 17: truncated Ogg, WAV size fields, names and special files -------------------------
+
+@pytest.mark.parametrize("subtype", ["VORBIS", "OPUS"])
+def test_truncated_ogg_is_failed(tmp_path, subtype):
+    """libsndfile takes an Ogg file's length from its last page, so a cut file decodes
+    'completely': the end-of-stream page is checked instead, for a cut inside a page and at
+    a page boundary."""
+    path = tmp_path / "full.ogg"
+    sf.write(path, tone(12.0, RATE, noise=0.0), RATE, format="OGG", subtype=subtype)
+    data = path.read_bytes()
+    assert len(load(path, RATE)[0]) == 12 * RATE
+    last_page = data.rfind(b"OggS")
+    for name, end, reason in (("mid.ogg", len(data) // 2, "ends inside an Ogg page"),
+                              ("page.ogg", last_page, "not its end-of-stream page")):
+        (tmp_path / name).write_bytes(data[:end])
+        with pytest.raises(DecodeError, match=f"truncated: .*{reason}"):
+            load(tmp_path / name, RATE)
+
+
+def _with_data_size(source, target, size: int) -> None:
+    data = bytearray(source.read_bytes())
+    at = data.find(b"data")
+    data[at + 4:at + 8] = size.to_bytes(4, "little")
+    target.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
+def test_wav_size_fields_are_checked_against_the_file(tmp_path, subtype):
+    """A data chunk declaring 0 bytes or a quarter of what follows it: the whole file is
+    read (the same samples as the correct file), with a warning; a chunk declaring more than
+    the file holds is still truncation; a valid chunk after the data is left alone."""
+    good = tmp_path / "good.wav"
+    sf.write(good, tone(4.0, 16000, channels=2), 16000, subtype=subtype)
+    expected, info = load(good, RATE)
+    assert info.warning == ""
+    payload = good.stat().st_size - good.read_bytes().find(b"data") - 8
+    for size in (0, payload // 4):
+        bad = tmp_path / f"size{size}.wav"
+        _with_data_size(good, bad, size)
+        audio, info = load(bad, RATE)
+        np.testing.assert_array_equal(audio, expected)
+        assert f"declares {size} bytes but {payload} follow it" in info.warning
+    _with_data_size(good, tmp_path / "long.wav", payload * 2)
+    with pytest.raises(DecodeError, match="truncated"):
+        load(tmp_path / "long.wav", RATE)
+    tagged = tmp_path / "tagged.wav"
+    tagged.write_bytes(good.read_bytes() + b"LIST\x04\x00\x00\x00INFO")
+    audio, info = load(tagged, RATE)
+    assert info.warning == "" and np.array_equal(audio, expected)
+
+
+def test_special_files_are_refused_unopened(tmp_path):
+    """A FIFO nobody writes would block an open() forever: refused from its stat."""
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(DecodeError, match="is a FIFO"):
+        load(fifo, RATE)
+
+
+def test_names_that_are_not_utf8(tmp_path):
+    path = os.path.join(os.fsencode(tmp_path), b"caf\xe9.wav")
+    sf.write(path, tone(1.0, RATE), RATE)
+    audio, _ = load(os.fsdecode(path), RATE)
+    assert len(audio) == RATE

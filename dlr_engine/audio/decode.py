@@ -11,10 +11,12 @@ Every failure is a ``DecodeError`` whose message is the reason recorded in the m
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
 import stat
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -31,6 +33,10 @@ TRUNCATION_TOLERANCE = 0.01
 """Fraction of the declared length a decoder may fall short by (MP3 length estimates)."""
 WAV_SIZE_PLACEHOLDERS = (0, 0xFFFFFFFF, 0x7FFFFFFF)
 """Data-chunk sizes that streaming WAV writers leave in place of the real size."""
+OGG_MAX_PAGE_BYTES = 27 + 255 + 255 * 255
+"""The longest Ogg page: header, 255 lacing values, 255 segments of 255 bytes."""
+OGG_END_OF_STREAM = 0x04
+"""Header-type flag of the last page of an Ogg logical stream."""
 
 
 class DecodeError(Exception):
@@ -42,13 +48,15 @@ class AudioInfo:
     """What the decoder learned about one file.
 
     sample_rate: native Hz; channels: native channel count; frames: native frames decoded
-    (complete once the stream is exhausted); codec: ``"FLAC"``, ``"MP3"``, ``"av:aac"``, ...
+    (complete once the stream is exhausted); codec: ``"FLAC"``, ``"MP3"``, ``"av:aac"``, ...;
+    warning: a defect of the file that the decoder worked around ("" if none).
     """
 
     sample_rate: int
     channels: int
     frames: int = 0
     codec: str = ""
+    warning: str = ""
 
     @property
     def duration(self) -> float:
@@ -121,6 +129,8 @@ class AudioStream:
         else:
             self.info = AudioInfo(self._file.samplerate, self._file.channels,
                                   codec=self._file.format)
+            if self._file.format == "WAV":
+                self._trust_wav_length()
             self._native = self._soundfile_blocks()
 
     def __enter__(self) -> AudioStream:
@@ -155,9 +165,36 @@ class AudioStream:
             yield block[:frames]
         self._check_complete(file)
 
+    def _trust_wav_length(self) -> None:
+        """A WAV whose data chunk declares fewer bytes than follow it, with no valid chunk
+        after the declared end (a writer that never went back to fix the size: 0, or the
+        size of its first buffer): libsndfile would stop at the declared size, so the
+        audio up to the end of the file is read instead (RAW, same encoding) and the row
+        says so in ``info.warning``."""
+        layout = _wav_data_chunk(self.path)
+        if layout is None:
+            return
+        offset, declared, available = layout
+        frame_bytes = self._file.channels * _SAMPLE_BYTES.get(self._file.subtype, 0)
+        if not frame_bytes or declared >= available or _valid_chunk_at(
+                self.path, offset + declared + declared % 2, offset + available):
+            return
+        region = _Region(self.path, offset, available - available % frame_bytes)
+        raw = soundfile.SoundFile(region, format="RAW", subtype=self._file.subtype,
+                                  channels=self._file.channels,
+                                  samplerate=self._file.samplerate, endian="LITTLE")
+        self._file.close()
+        self._file = raw
+        self.info.warning = (f"the WAV data chunk declares {declared} bytes but {available} "
+                             f"follow it: read them all")
+
     def _check_complete(self, file: soundfile.SoundFile) -> None:
-        """Truncation: fewer frames than the header declares, or a WAV data chunk that
-        declares more bytes than the file holds (libsndfile then reports the short length)."""
+        """Truncation: fewer frames than the header declares, a WAV data chunk that declares
+        more bytes than the file holds (libsndfile then reports the short length), or an Ogg
+        stream whose last page is cut or lacks the end-of-stream flag (libsndfile takes the
+        length of an Ogg file from its last page, so a cut file looks complete)."""
+        if file.format == "OGG":
+            _check_ogg_end(self.path)
         declared, decoded = file.frames, self.info.frames
         if 0 < declared and decoded < declared * (1 - TRUNCATION_TOLERANCE):
             raise DecodeError(f"truncated: decoded {decoded / file.samplerate:.2f} s of the "
@@ -242,6 +279,94 @@ class AudioStream:
             tail = tail[:max(0, len(tail) + missing)]
         if len(tail):
             yield tail
+
+
+_SAMPLE_BYTES = {"PCM_U8": 1, "PCM_S8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4,
+                 "FLOAT": 4, "DOUBLE": 8, "ULAW": 1, "ALAW": 1}
+"""Bytes per sample of the WAV encodings read as RAW by ``_trust_wav_length``."""
+
+
+def _wav_data_chunk(path: str) -> tuple[int, int, int] | None:
+    """(offset of the audio, bytes the data chunk declares, bytes after the offset) of a RIFF
+    WAV file, or None if its chunks do not lead to a data chunk."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as file:
+        if file.read(12)[8:] != b"WAVE":
+            return None
+        position = 12
+        while position + 8 <= size:
+            file.seek(position)
+            chunk_id, chunk_size = struct.unpack("<4sI", file.read(8))
+            if chunk_id == b"data":
+                return position + 8, chunk_size, size - position - 8
+            position += 8 + chunk_size + chunk_size % 2
+    return None
+
+
+def _valid_chunk_at(path: str, position: int, end: int) -> bool:
+    """Whether a RIFF chunk (printable id, size within the file) starts at ``position``; also
+    true at the end of the file."""
+    if position + 8 > end:
+        return position >= end
+    with open(path, "rb") as file:
+        file.seek(position)
+        chunk_id, chunk_size = struct.unpack("<4sI", file.read(8))
+    return all(32 <= byte < 127 for byte in chunk_id) and position + 8 + chunk_size <= end
+
+
+class _Region(io.RawIOBase):
+    """Bytes ``[offset, offset + length)`` of a file as a file of their own (for libsndfile's
+    virtual I/O)."""
+
+    def __init__(self, path: str, offset: int, length: int) -> None:
+        self._file = open(path, "rb")
+        self._offset, self._length = offset, length
+        self._file.seek(offset)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._file.tell() - self._offset
+
+    def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.tell(), io.SEEK_END: self._length}[whence]
+        self._file.seek(self._offset + min(max(base + position, 0), self._length))
+        return self.tell()
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer)[:max(0, self._length - self.tell())]
+        return self._file.readinto(view)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _check_ogg_end(path: str) -> None:
+    """Raise ``DecodeError`` unless the file ends with a complete Ogg page flagged
+    end-of-stream."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as file:
+        file.seek(max(0, size - OGG_MAX_PAGE_BYTES))
+        tail = file.read()
+    base = size - len(tail)
+    start = tail.rfind(b"OggS")
+    while start >= 0:
+        header = tail[start:start + 27]
+        if len(header) == 27:
+            segments = header[26]
+            lacing = tail[start + 27:start + 27 + segments]
+            if len(lacing) == segments and base + start + 27 + segments + sum(lacing) == size:
+                if header[5] & OGG_END_OF_STREAM:
+                    return
+                raise DecodeError(f"truncated: the Ogg stream's last page (at byte "
+                                  f"{base + start}) is not its end-of-stream page")
+        start = tail.rfind(b"OggS", 0, start)
+    raise DecodeError("truncated: the file ends inside an Ogg page")
 
 
 def load(path: str | os.PathLike, sample_rate: int) -> tuple[np.ndarray, AudioInfo]:

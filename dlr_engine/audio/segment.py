@@ -30,6 +30,10 @@ class TooShortError(ValueError):
     """A track shorter than the model's minimum input (and padding was not asked for)."""
 
 
+TOO_SHORT = "shorter than the model's minimum input"
+"""In the reason of every ``TooShortError`` (``dlr-engine merge`` advises --pad-short on it)."""
+
+
 @dataclass(frozen=True)
 class Segment:
     """One model input: ``samples`` (n,) float32 starting at sample ``start`` of the track."""
@@ -44,7 +48,7 @@ def check_length(samples: int, min_samples: int, sample_rate: int) -> None:
     if samples < min_samples:
         raise TooShortError(
             f"track of {samples / sample_rate:.2f} s ({samples} samples at {sample_rate} Hz) is "
-            f"shorter than the model's minimum input of {min_samples} samples "
+            f"{TOO_SHORT} of {min_samples} samples "
             f"({min_samples / sample_rate:.2f} s: receptive field plus one pool window); "
             f"pass pad_short=True (--pad-short) to zero-pad it")
 

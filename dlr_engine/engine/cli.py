@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="comma-separated: dlr, mel, tempogram (default: dlr)")
     parser.add_argument("--model", default="default",
                         help="'default' (shipped model), a weights path, or 'none' (spectral "
-                             "representations only)")
+                             "representations only); append ':dlr' (default:dlr, "
+                             "dlr13.safetensors:dlr) for the model's DLR front-end alone: DLR "
+                             "features without running its back-end")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, default=8, help="segments per model call")
     parser.add_argument("--workers", type=int, default=None,

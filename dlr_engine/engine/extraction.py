@@ -89,8 +89,8 @@ def _resolve_model(model: str | os.PathLike | nn.Module | None) -> nn.Module | N
         return None
     if isinstance(model, nn.Module):
         return model
-    from ..models import load_model
-    return load_model(model, for_inference=True)  # conv blocks fused (dlr_engine.runtime)
+    from ..runtime import load_for_extraction  # conv blocks fused; '<spec>:dlr': the DLR alone
+    return load_for_extraction(model)
 
 
 def _with_precision(model: nn.Module | None, precision: str | None,

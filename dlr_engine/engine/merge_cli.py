@@ -25,6 +25,19 @@ def _listed(items: list[str]) -> str:
     return "".join(f"\n  {item}" for item in items[:MAX_LISTED]) + more
 
 
+def _by_advice(not_ok: list[tuple[str, str, str | None]]) -> dict[str, list[tuple]]:
+    """The failed tracks grouped by what helps them: too-short tracks need --pad-short, a
+    retry alone would fail them again."""
+    from ..audio.segment import TOO_SHORT
+    groups: dict[str, list[tuple]] = {}
+    for track in not_ok:
+        short = TOO_SHORT in (track[2] or "")
+        advice = ("zero-pad them: rerun with --retry-failed --pad-short" if short
+                  else "rerun with --retry-failed")
+        groups.setdefault(advice, []).append(track)
+    return groups
+
+
 def run(args: argparse.Namespace) -> int:
     """Exit code 0 when every shard is present, every track ok and none duplicated."""
     from .merge import merge
@@ -34,10 +47,10 @@ def run(args: argparse.Namespace) -> int:
     if report.missing_shards:
         shards = ", ".join(f"{i}/{report.count}" for i in report.missing_shards)
         print(f"missing shards (rerun them with --shard I/N): {shards}")
-    if report.not_ok:
-        print(f"{len(report.not_ok)} tracks not ok (rerun with --retry-failed):"
+    for advice, tracks in _by_advice(report.not_ok).items():
+        print(f"{len(tracks)} tracks not ok ({advice}):"
               + _listed([f"{track_id}: {status} {error or ''}".rstrip()
-                         for track_id, status, error in report.not_ok]))
+                         for track_id, status, error in tracks]))
     if report.duplicated:
         print(f"{len(report.duplicated)} tracks in several shards (were the shards run over "
               f"different file lists?):"
