@@ -217,3 +217,31 @@ def test_precision_follows_the_dlr():
     assert form.model.dlr.precision == "float32"
     with pytest.raises(ValueError, match="precision must be one of"):
         form.precision = "float16"
+
+
+def test_extract_front_end_only_from_the_cli(tmp_path):
+    """``--model default:dlr``: the DLR features of the default model's front-end, end to end,
+    and nothing of its back-end."""
+    import soundfile as sf
+
+    from dlr_engine.cli import main
+    audio = np.random.default_rng(0).standard_normal(8000 * 32).astype(np.float32) * 0.1
+    sf.write(tmp_path / "noise.wav", audio, 8000, subtype="FLOAT")
+    out = tmp_path / "out"
+    code = main(["extract", str(tmp_path / "noise.wav"), "--out", str(out), "--model", "default:dlr",
+                 "--workers", "0", "--segment-seconds", "30", "--no-progress"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["dlr"]
+    dlr = np.load(out / "dlr" / "noise.wav.npy")
+    model = load_model("default")
+    with torch.no_grad():
+        expected = model.dlr(torch.from_numpy(audio[:240000])[None])
+    np.testing.assert_allclose(dlr[0], expected[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_front_end_spec_errors():
+    from dlr_engine.runtime import load_for_extraction
+    assert isinstance(load_for_extraction("default"), InferenceModel)
+    with pytest.warns(UserWarning, match="untrained"), \
+            pytest.raises(ValueError, match="has no DLR front-end; drop ':dlr'"):
+        load_for_extraction("crnn:dlr")
