@@ -23,13 +23,13 @@ from torch import nn
 from ..audio.segment import TAIL_POLICIES
 from ..config import DLRConfig
 from ..nn import DLR, PRECISIONS
-from ..ops.dlr_op import dlr_bf16_supported
-from .discover import Corpus, discover
+from ..ops.dlr_op import precision_unavailable
+from .discover import Corpus, discover, readable
 from .pipeline import ModelRunner, Pipeline, Sink, TrackState, find_module
 from .worker import DecodePlan
 from .writer import Store, TrackRecord, WriterThread
 
-OUTPUT_FORMAT_VERSION = 1
+OUTPUT_FORMAT_VERSION = 2
 """Part of the parameters hash: bump when the meaning of the files changes."""
 FEATURES = ("dlr", "mel", "tempogram")
 """Representations: ``dlr`` comes from the model's DLR front-end, the others from
@@ -42,11 +42,16 @@ MAX_DEFAULT_WORKERS = 16
 class TrackResult:
     """One track of an extraction.
 
+    path: the file as the OS names it (``os.fsencode(path)`` gives its bytes); id: its id
+    (readable text, see ``discover.readable``).
     features: representation -> (segments, channels, frames) (continuous mode: one segment);
     outputs: model outputs per segment -- ``embedding`` (segments, dim), ``<head>_logits`` and
     ``<head>_probs`` (segments, classes); both empty in ``out=`` mode (the arrays are on disk).
-    segment_starts: (segments,) seconds. duration: seconds of audio; sample_rate and channels
-    are the file's own; seconds: decode and model time spent on the track.
+    labels: ``<head>_logits`` / ``<head>_probs`` -> the class names of its last axis, for the
+    heads whose model names them (``model.label_names``).
+    segment_starts: (segments,) seconds. duration: seconds of audio (None when failed);
+    sample_rate and channels are the file's own; warning: what the decoder worked around;
+    seconds: decode and model time spent on the track.
     """
 
     path: str
@@ -61,6 +66,8 @@ class TrackResult:
     channels: int | None = None
     codec: str | None = None
     seconds: float = 0.0
+    labels: dict[str, list[str]] = field(default_factory=dict)
+    warning: str | None = None
 
 
 def _is_array_output(name: str) -> bool:
@@ -82,8 +89,8 @@ def _resolve_model(model: str | os.PathLike | nn.Module | None) -> nn.Module | N
         return None
     if isinstance(model, nn.Module):
         return model
-    from ..models import load_model
-    return load_model(model, for_inference=True)  # conv blocks fused (dlr_engine.runtime)
+    from ..runtime import load_for_extraction  # conv blocks fused; '<spec>:dlr': the DLR alone
+    return load_for_extraction(model)
 
 
 def _with_precision(model: nn.Module | None, precision: str | None,
@@ -94,9 +101,9 @@ def _with_precision(model: nn.Module | None, precision: str | None,
         return model
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "bfloat16" and (device.type != "cpu" or not dlr_bf16_supported()):
-        raise ValueError(f"precision='bfloat16' runs on CPUs with AVX512_BF16 (device={device}, "
-                         f"this machine can: {dlr_bf16_supported()}); use precision='float32'")
+    if reason := precision_unavailable(precision, device.type):
+        raise ValueError(f"precision={precision!r} cannot run on {device}: {reason}; use "
+                         f"precision='float32'")
     if all(m.precision == precision for m in model.modules() if isinstance(m, DLR)):
         return model
     model = copy.deepcopy(model)
@@ -158,6 +165,9 @@ class Job:
         self.device = _resolve_device(device)
         self.model = _with_precision(_resolve_model(model), precision, self.device)
         self.label_names = dict(getattr(self.model, "label_names", None) or {})
+        self.labels = {f"{name[:-len('_logits')]}{suffix}": list(names)
+                       for name, names in self.label_names.items() if name.endswith("_logits")
+                       for suffix in ("_logits", "_probs")}
         dlr = find_module(self.model, DLR) if self.model is not None else None
         if "dlr" in self.features and dlr is None:
             raise ValueError("representation 'dlr' needs a model with a DLR front-end "
@@ -208,9 +218,12 @@ class Job:
         modules = {name: _fingerprint(module) for name, module in self.spectral.items()}
         if self.model is not None:
             modules["model"] = _fingerprint(self.model)
-        parts = {"format": OUTPUT_FORMAT_VERSION, "features": sorted(self.features),
-                 "dtype": self.dtype, "plan": vars(self.plan), "modules": modules}
-        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+        self.params = {"format": OUTPUT_FORMAT_VERSION, "features": sorted(self.features),
+                       "dtype": self.dtype, "plan": vars(self.plan), "modules": modules,
+                       "model": None if self.model is None else type(self.model).__qualname__,
+                       "label_names": self.label_names}
+        hashed = {k: v for k, v in self.params.items() if k not in ("model", "label_names")}
+        return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:16]
 
     def pipeline(self, sink) -> Pipeline:
         return Pipeline(self.plan, self.runner, sink, self.workers, self.batch_size)
@@ -254,10 +267,14 @@ class _Session:
 
 
 def _info_fields(track: TrackState) -> dict:
+    """The decoder's facts about the track; no duration for a failed one (the audio decoded
+    before the failure says nothing of the file's length)."""
     info = track.info or {}
     rate = info.get("sample_rate")
-    return {"duration": info["frames"] / rate if rate else None, "sample_rate": rate,
-            "channels": info.get("channels"), "codec": info.get("codec")}
+    ok = track.error is None
+    return {"duration": info["frames"] / rate if rate and ok else None, "sample_rate": rate,
+            "channels": info.get("channels"), "codec": info.get("codec"),
+            "warning": info.get("warning") or None}
 
 
 class MemorySink:
@@ -291,13 +308,14 @@ class MemorySink:
             features={name: arrays[name] for name in self.job.features},
             outputs={name: array for name, array in arrays.items() if name not in FEATURES},
             segment_starts=np.array(self.job.segment_starts(track)),
-            seconds=track.decode_seconds + track.compute_seconds, **_info_fields(track))
+            seconds=track.decode_seconds + track.compute_seconds, labels=self.job.labels,
+            **_info_fields(track))
 
     def fail(self, track: TrackState) -> TrackResult:
         self._parts.pop(track.position, None)
         return TrackResult(track.path, track.id, "failed", error=track.error,
                            seconds=track.decode_seconds + track.compute_seconds,
-                           **_info_fields(track))
+                           labels=self.job.labels, **_info_fields(track))
 
 
 class DiskSink:
@@ -309,6 +327,7 @@ class DiskSink:
         self.writer = writer
         self.stats = stats
         self._segments: dict[int, list[dict]] = {}
+        self._arrays: dict[int, dict[str, None]] = {}
 
     def append(self, track: TrackState, index: int, outputs: dict[str, np.ndarray]) -> None:
         row = {"id": track.id, "segment": index,
@@ -316,6 +335,7 @@ class DiskSink:
         for name, value in outputs.items():
             if name in self.job.features or _is_array_output(name):
                 self.writer.append(track, track.id, name, value)
+                self._arrays.setdefault(track.position, {})[name] = None
             elif name.endswith("_probs"):
                 head = name[:-len("_probs")]
                 labels = self.job.label_names.get(f"{head}_logits") or range(len(value))
@@ -323,32 +343,40 @@ class DiskSink:
         if len(row) > 3:
             self._segments.setdefault(track.position, []).append(row)
 
-    def _row(self, track: TrackState, status: str) -> dict:
+    def _row(self, track: TrackState, status: str, segments: list[dict]) -> dict:
         size, mtime = self.stats[track.path]
         ok = status == "ok"
-        return {"path": track.path, "id": track.id, "size": size, "mtime": mtime,
+        path = readable(track.path)
+        exact = os.fsencode(track.path)
+        return {"path": path, "path_bytes": None if path.encode() == exact else exact,
+                "id": track.id, "size": size, "mtime": mtime,
                 "status": status, "error": track.error, **_info_fields(track),
                 "segments": len(self.job.segment_starts(track)) if ok else None,
                 "segment_starts": self.job.segment_starts(track) if ok else None,
+                "arrays": list(self._arrays.pop(track.position, {})) if ok else None,
+                "output_rows": len(segments) if ok else None,
                 "seconds": track.decode_seconds + track.compute_seconds,
                 "params_hash": self.job.params_hash}
 
-    def _result(self, row: dict) -> TrackResult:
-        return TrackResult(row["path"], row["id"], row["status"], error=row["error"],
+    def _result(self, track: TrackState, row: dict) -> TrackResult:
+        return TrackResult(track.path, row["id"], row["status"], error=row["error"],
                            segment_starts=np.array(row["segment_starts"] or [], np.float64),
                            duration=row["duration"], sample_rate=row["sample_rate"],
-                           channels=row["channels"], codec=row["codec"], seconds=row["seconds"])
+                           channels=row["channels"], codec=row["codec"], seconds=row["seconds"],
+                           labels=self.job.labels, warning=row["warning"])
 
     def finish(self, track: TrackState) -> TrackResult:
-        row = self._row(track, "ok")
-        self.writer.commit(track, TrackRecord(row, self._segments.pop(track.position, [])))
-        return self._result(row)
+        segments = self._segments.pop(track.position, [])
+        row = self._row(track, "ok", segments)
+        self.writer.commit(track, TrackRecord(row, segments))
+        return self._result(track, row)
 
     def fail(self, track: TrackState) -> TrackResult:
         self._segments.pop(track.position, None)
-        row = self._row(track, "failed")
+        self._arrays.pop(track.position, None)
+        row = self._row(track, "failed", [])
         self.writer.abort(track, TrackRecord(row))
-        return self._result(row)
+        return self._result(track, row)
 
 
 def _stat(path: str) -> tuple[int | None, float | None]:
@@ -378,7 +406,7 @@ class Progress:
             self.audio_seconds += result.duration or 0.0
         else:
             self.failed += 1
-            self.failures.append((result.path, result.error))
+            self.failures.append((readable(result.path), result.error))
         self.bar.update(1)
         self.bar.set_postfix(hours=f"{self.audio_seconds / 3600:.2f}",
                              x_rt=f"{self.x_realtime:.0f}", failed=self.failed, refresh=False)
@@ -413,26 +441,62 @@ def local_engine(job: Job) -> Engine:
     return run
 
 
-def _iterate(job: Job, corpus: Corpus, progress: bool) -> Iterator[TrackResult]:
+def with_known_failures(engine: Engine, failures: dict[str, str]) -> Engine:
+    """``engine``, with the tracks whose failure discovery already knows (``Corpus.failures``:
+    a folder that cannot be listed) failed by the sink without being decoded."""
+    if not failures:
+        return engine
+
+    def run(sink: Sink, tasks: list[tuple[str, str]]) -> Iterator[TrackResult]:
+        for position, (path, track_id) in enumerate(tasks):
+            if path in failures:
+                yield sink.fail(TrackState(-1 - position, path, track_id, error=failures[path]))
+        yield from engine(sink, [task for task in tasks if task[0] not in failures])
+    return run
+
+
+def _in_order(results: Iterator[TrackResult], ids: list[str]) -> Iterator[TrackResult]:
+    """``results`` in the order of ``ids`` (tracks finish nearly in run order: only those
+    finished ahead of an earlier one wait here)."""
+    position = {track_id: index for index, track_id in enumerate(ids)}
+    waiting: dict[int, TrackResult] = {}
+    following = 0
+    for result in results:
+        waiting[position[result.id]] = result
+        while following in waiting:
+            yield waiting.pop(following)
+            following += 1
+
+
+def _iterate(job: Job, corpus: Corpus, progress: bool, ordered: bool) -> Iterator[TrackResult]:
     tasks = [(path, corpus.track_id(path)) for path in corpus.paths]
     bar = Progress(len(tasks), progress)
+    engine = with_known_failures(local_engine(job), corpus.failures)
+
+    def counted(results: Iterator[TrackResult]) -> Iterator[TrackResult]:
+        for result in results:
+            bar.update(result)
+            yield result
     try:
-        with contextlib.closing(local_engine(job)(MemorySink(job), tasks)) as results:
-            for result in results:
-                bar.update(result)
-                yield result
+        with contextlib.closing(engine(MemorySink(job), tasks)) as results:
+            finished = counted(results)
+            yield from _in_order(finished, [task[1] for task in tasks]) if ordered else finished
     finally:
         bar.close()
 
 
 def _is_done(row: dict | None, job: Job, store: Store, stat: tuple, retry_failed: bool) -> bool:
-    """A track finished by an earlier run with the same parameters and an unchanged file."""
+    """A track finished by an earlier run with the same parameters and an unchanged file, all
+    of whose outputs are still there: every array it wrote (features, embeddings, ...) and its
+    rows in the outputs table."""
     if row is None or row["params_hash"] != job.params_hash or (row["size"], row["mtime"]) != stat:
         return False
     if row["status"] == "failed":
         return not retry_failed
-    return row["status"] == "ok" and all(os.path.exists(store.array_path(name, row["id"]))
-                                         for name in job.features)
+    arrays = row.get("arrays") or []
+    return (row["status"] == "ok" and set(job.features) <= set(arrays)
+            and row.get("table_rows", 0) == (row.get("output_rows") or 0)
+            and all(os.path.exists(store.array_path(name, row["id"])) for name in arrays))
 
 
 def write_corpus(job: Job, corpus: Corpus, out: str | os.PathLike, shard, progress: bool,
@@ -442,6 +506,7 @@ def write_corpus(job: Job, corpus: Corpus, out: str | os.PathLike, shard, progre
     store = Store(out, shard)
     done = store.open()
     try:
+        store.write_params(job.params_hash, job.params)
         stats = {path: _stat(path) for path in corpus.paths}
         tasks = [(path, corpus.track_id(path)) for path in corpus.paths]
         if not overwrite:
@@ -450,6 +515,7 @@ def write_corpus(job: Job, corpus: Corpus, out: str | os.PathLike, shard, progre
         bar = Progress(len(tasks), progress, skipped=len(corpus.paths) - len(tasks))
         writer = WriterThread(store, job.dtype, concat_frames=job.continuous)
         try:
+            engine = with_known_failures(engine, corpus.failures)
             with contextlib.closing(engine(DiskSink(job, writer, stats), tasks)) as results:
                 for result in results:
                     bar.update(result)
@@ -470,16 +536,18 @@ def extract(paths, out: str | os.PathLike | None = None,
             shard: tuple[int, int] | None = None, dtype: str = "float32",
             pad_short: bool = False, progress: bool = True, *, tail: str = "end",
             continuous: bool = False, retry_failed: bool = False, overwrite: bool = False,
-            precision: str | None = None):
+            precision: str | None = None, ordered: bool = True):
     """Extract features and model outputs from a corpus.
 
     paths: a glob (``**`` and ``{mp3,flac}`` allowed), a directory, a manifest (.txt/.csv/
       .parquet list of files), a file, or a list of these; sorted and de-duplicated.
     out: None to get an iterator of ``TrackResult`` (arrays in memory, failed tracks included);
-      a folder to write arrays, manifest and outputs table there and get a summary dict
+      a folder to write arrays, manifest, outputs table and ``params.json`` (the parameters
+      behind each ``params_hash``) there and get a summary dict
       (``ok``, ``failed``, ``skipped``, ``tracks``, ``audio_hours``, ``wall_seconds``,
       ``x_realtime``, ``failures`` [(path, reason)], ``manifest``). A rerun skips tracks done
-      with the same parameters (``retry_failed``: also retry failures; ``overwrite``: redo all).
+      with the same parameters whose arrays and table rows are all there (``retry_failed``:
+      also retry failures; ``overwrite``: redo all).
     representations: any of ``dlr``, ``mel``, ``tempogram``.
     model: ``"default"`` (the shipped model), a weights path, an ``nn.Module`` (forward
       (batch, samples) at 8 kHz -> dict of tensors or a DLR tensor), or None (spectral only).
@@ -500,14 +568,24 @@ def extract(paths, out: str | os.PathLike | None = None,
       rounded to bfloat16, float32 sums: ~1.8x the DLR throughput, features within ~0.2 %;
       CPUs with AVX512_BF16); None: as the model is (float32 unless built otherwise). Part of the
       parameters hash, so a rerun in the other precision recomputes.
+    ordered: the iterator yields tracks in input order (sorted paths); False: as they finish.
 
-    Worker processes start from a fresh interpreter (forkserver or spawn) that imports the
-    calling script: call this under ``if __name__ == "__main__":`` in scripts.
+    Reproducibility: features (``dlr``, ``mel``, ``tempogram``) are bit-identical for the same
+    input and parameters whatever the batching, the worker count or the schedule (each clip
+    is computed on its own). Model outputs (``embedding``, logits, probabilities) are
+    bit-identical for the same batches; a track computed in a batch of another size (a
+    resumed or sharded run, another ``batch_size``) can differ by rounding (measured up to
+    1.8e-7 in probabilities), because the back-end's kernels may change their summation
+    order with the batch size.
+
+    Decode worker processes come from a forkserver (else spawn) and never import the calling
+    script; they are kept for the next call in this process (``worker.close_pool()`` ends
+    them) and exit by themselves at interpreter exit.
     """
     job = Job(representations, model, device, batch_size, workers, segment_seconds, hop_seconds,
               tail, continuous, dtype, pad_short, precision)
-    corpus = discover(paths, shard)
+    corpus = discover(paths, shard, progress=progress)
     if out is None:
-        return _iterate(job, corpus, progress)
+        return _iterate(job, corpus, progress, ordered)
     return write_corpus(job, corpus, out, shard, progress, retry_failed, overwrite,
                         local_engine(job))
