@@ -51,19 +51,6 @@ mask, and the gradients move by ~sqrt(share of flipped steps), ~2 %. The tests h
 to these, interpreted at small shapes in CI and compiled at real shapes on a GPU."""
 _KERNEL_PRECISION = {"float32": "ieee", "tf32": "tf32", "bfloat16": "bf16"}
 _MANTISSA_BITS_DROPPED = {"float32": 0, "tf32": 13, "bfloat16": 16}
-
-
-def round_operands(t: torch.Tensor, precision: str) -> torch.Tensor:
-    """float32 ``t`` rounded to nearest even to what ``precision`` multiplies (TF32: 10
-    mantissa bits; bfloat16: 7), still float32: the plain-torch definition of the kernels'
-    operand rounding (``dlr_fused._round_mantissa``)."""
-    drop = _MANTISSA_BITS_DROPPED[precision]
-    if drop == 0:
-        return t
-    bits = t.to(torch.float32).contiguous().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
-    bits = (bits + (1 << (drop - 1)) - 1 + ((bits >> drop) & 1)) & (0xFFFFFFFF >> drop << drop)
-    signed = bits - ((bits >> 31) << 32)  # back to int32's range, same bits
-    return signed.to(torch.int32).view(torch.float32).view(t.shape)
 MIN_DOT = 16
 """``tl.dot`` needs every dimension >= 16: smaller channel / tap / time blocks are padded."""
 MAX_BLOCK_CHANNELS = 32
@@ -90,21 +77,44 @@ def _pool_tiles(configs, named_args, **kwargs):
 
 GEOMETRY_KEY = ["branches", "channels", "pool", "TAPS", "PRECISION"]
 """Autotune key: a new geometry or precision is tuned once per process."""
+TIME_CONFIGS = [triton.Config({"BLOCK_T": block}, num_warps=warps, num_stages=2)
+                for block in (128, 256) for warps in (4, 8)]
+"""What the forward kernel's autotuning tries (compiled runs): time tiles of 128 or 256 samples
+of one pool window (a (32 x 16) @ (16 x 256) dot per tile), 4 or 8 warps. Few on purpose: each
+costs a compile (~1 s) per geometry and precision."""
+WEIGHT_GRAD_CONFIGS = [triton.Config({"BLOCK_T": block}, num_warps=warps, num_stages=2)
+                       for block, warps in ((64, 4), (128, 8), (256, 8))]
+"""The weight-gradient kernel's: it holds two (32 x BLOCK_T) tiles and the gradient, so
+``scripts/triton_sm90.py`` shows spills at 4 warps from 128 samples; those are left out."""
+INPUT_GRAD_CONFIGS = [triton.Config({"BLOCK_S": block}, num_warps=warps)
+                      for block in (64, 128) for warps in (4, 8)]
+"""What the input-gradient kernel's autotuning tries: samples of x per program, warps."""
 if INTERPRETED:
     _forward_kernel = dlr_fused.dlr_forward_kernel
     _weight_grad_kernel = dlr_fused.dlr_weight_grad_kernel
     _input_grad_kernel = dlr_fused.dlr_input_grad_kernel
 else:
-    _TIME_CONFIGS = [triton.Config({"BLOCK_T": block}, num_warps=warps, num_stages=stages)
-                     for block in (64, 128, 256) for warps in (4, 8) for stages in (2, 3)]
-    _forward_kernel = triton.autotune(_TIME_CONFIGS, key=GEOMETRY_KEY, prune_configs_by={
-        "early_config_prune": _pool_tiles})(dlr_fused.dlr_forward_kernel)
-    _weight_grad_kernel = triton.autotune(_TIME_CONFIGS, key=GEOMETRY_KEY, prune_configs_by={
-        "early_config_prune": _pool_tiles})(dlr_fused.dlr_weight_grad_kernel)
-    _input_grad_kernel = triton.autotune(
-        [triton.Config({"BLOCK_S": block}, num_warps=warps)
-         for block in (64, 128, 256) for warps in (4, 8)],
-        key=GEOMETRY_KEY)(dlr_fused.dlr_input_grad_kernel)
+    _PRUNE = {"early_config_prune": _pool_tiles}
+    _forward_kernel = triton.autotune(TIME_CONFIGS, key=GEOMETRY_KEY, prune_configs_by=_PRUNE)(
+        dlr_fused.dlr_forward_kernel)
+    _weight_grad_kernel = triton.autotune(WEIGHT_GRAD_CONFIGS, key=GEOMETRY_KEY,
+                                          prune_configs_by=_PRUNE)(
+        dlr_fused.dlr_weight_grad_kernel)
+    _input_grad_kernel = triton.autotune(INPUT_GRAD_CONFIGS, key=GEOMETRY_KEY)(
+        dlr_fused.dlr_input_grad_kernel)
+
+
+def round_operands(t: torch.Tensor, precision: str) -> torch.Tensor:
+    """float32 ``t`` rounded to nearest even to what ``precision`` multiplies (TF32: 10
+    mantissa bits; bfloat16: 7), still float32: the plain-torch definition of the kernels'
+    operand rounding (``dlr_fused._round_mantissa``)."""
+    drop = _MANTISSA_BITS_DROPPED[precision]
+    if drop == 0:
+        return t
+    bits = t.to(torch.float32).contiguous().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    bits = (bits + (1 << (drop - 1)) - 1 + ((bits >> drop) & 1)) & (0xFFFFFFFF >> drop << drop)
+    signed = bits - ((bits >> 31) << 32)  # back to int32's range, same bits
+    return signed.to(torch.int32).view(torch.float32).view(t.shape)
 
 
 def _contiguous(**tensors: torch.Tensor) -> list[torch.Tensor]:
