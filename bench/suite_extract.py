@@ -23,6 +23,20 @@ Providers, each call processing the whole corpus and returning the number of tra
   of ``decode_threads()`` threads in this process; n: a pool of n processes, its start-up
   included as the engine's is).
 
+Op ``extract_default``: what the default command runs (``dlr-engine extract <folder> --out
+<folder>``: the default model -- DLR front-end, conv back-end, heads -- in its inference form,
+every option at its default) against a naive loop with the same outputs, on a corpus of long
+tracks (2-5 min) and one of 30 s tracks (`DEFAULT_CORPORA`), in the same run:
+
+- ``naive_model`` (the baseline): ``librosa.load(path, sr=8000)``, then the default model in eager
+  torch with its DLR on the torch backend (``load_model("default", backend="torch")``) on the
+  track's 30 s windows (the engine's: every 30 s, plus one ending at the track's end when a
+  tail is left), one file at a time;
+- ``default``: ``dlr_engine.extract(folder, out=<fresh folder>)``, all defaults;
+- ``default_bf16``: the same with ``precision="bfloat16"`` (``--precision bfloat16``: the DLR and
+  the conv blocks after the first in bfloat16; CPUs with AVX512_BF16);
+- ``decode_floor``: as above.
+
 Throughput is audio hours per second: the audio hours of the corpus (in the ``shape`` column,
 e.g. ``8 tracks 0.0667 h``) divided by the median call in seconds. No FLOP or byte counts: the
 work is mostly decoding, resampling and I/O.
@@ -48,6 +62,7 @@ from dlr_engine.engine import extract
 from dlr_engine.engine.extraction import default_workers
 from dlr_engine.engine.pipeline import decode_threads
 from dlr_engine.engine.worker import process_context
+from dlr_engine.models import load_model
 from dlr_engine.nn import DLR
 
 from .harness import Call, Case, bench_device
@@ -67,7 +82,12 @@ class CorpusSpec:
 
 
 CORPORA = {True: CorpusSpec(8, 30.0, 30.0), False: CorpusSpec(64, 30.0, 300.0)}
-"""Corpus per quick flag."""
+"""Corpus of ``extract_dlr`` per quick flag."""
+DEFAULT_CORPORA = {True: (CorpusSpec(2, 120.0, 150.0, seed=1), CorpusSpec(8, 30.0, 30.0)),
+                   False: (CorpusSpec(16, 120.0, 300.0, seed=1), CorpusSpec(32, 30.0, 30.0, seed=2))}
+"""Corpora of ``extract_default`` per quick flag: long tracks, then 30 s tracks."""
+SEGMENT_SECONDS = 30.0
+"""The engine's default window (``extract(segment_seconds=...)``)."""
 FORMATS = ("wav", "flac", "ogg", "mp3")
 """File formats, cycled by track index (soundfile infers the container from the extension;
 OGG is Vorbis, MP3 is MPEG layer III)."""
@@ -133,15 +153,52 @@ def _naive(files: list[Path], device: str) -> Call:
     return run
 
 
-def _engine(files: list[Path], device: str, precision: str = "float32") -> Call:
-    model = DLR(precision=precision)
+def window_starts(samples: int, window: int) -> list[int]:
+    """The engine's default windows of a track: every ``window`` samples, plus one ending at
+    the track's end when a tail is left (one window from 0 for a track shorter than one)."""
+    starts = list(range(0, max(samples - window, 0) + 1, window))
+    if samples > window and (samples - window) % window:
+        starts.append(samples - window)
+    return starts
+
+
+def _naive_model(files: list[Path], device: str) -> Call:
+    import librosa
+
+    model = load_model("default", backend="torch").to(device)
+    window = round(SEGMENT_SECONDS * PAPER.sample_rate)
+
+    def run() -> int:
+        for path in files:
+            naive_outputs(model, librosa.load(path, sr=PAPER.sample_rate)[0], window, device)
+        return len(files)
+    return run
+
+
+@torch.no_grad()
+def naive_outputs(model: torch.nn.Module, y: np.ndarray, window: int,
+                  device: str = "cpu") -> dict[str, np.ndarray]:
+    """What the engine writes for a track ``y`` (samples at 8 kHz): the model's outputs per
+    window (``window_starts``) and a softmax ``<head>_probs`` per ``<head>_logits``."""
+    windows = np.stack([y[start:start + window] for start in window_starts(len(y), window)])
+    outputs = model(torch.from_numpy(windows).to(device))
+    outputs.update({name[:-len("_logits")] + "_probs": torch.softmax(value, -1)
+                    for name, value in list(outputs.items()) if name.endswith("_logits")})
+    return {name: value.cpu().numpy() for name, value in outputs.items()}
+
+
+def _engine(files: list[Path], device: str, precision: str = "float32",
+            model: object = "dlr") -> Call:
+    """``extract`` on the corpus folder; model "dlr": a bare ``DLR(precision=...)`` (op
+    ``extract_dlr``), "default": every option at its default but ``precision``."""
+    options = ({"model": DLR(precision=precision), "device": device, "workers": WORKERS}
+               if model == "dlr" else {"precision": precision if precision != "float32" else None})
     folder = files[0].parent
 
     def run() -> int:
         out = tempfile.mkdtemp(prefix="dlr-bench-extract-out-")
         try:
-            summary = extract(folder, out=out, model=model, device=device, workers=WORKERS,
-                              progress=False)
+            summary = extract(folder, out=out, progress=False, **options)
         finally:
             shutil.rmtree(out, ignore_errors=True)
         if summary["ok"] != len(files):
@@ -183,19 +240,35 @@ PROVIDERS = (Provider(BASELINE, _naive, lambda: missing_library("librosa")),
              Provider("engine_bf16", lambda files, device: _engine(files, device, "bfloat16"),
                       bf16_missing),
              Provider("decode_floor", _decode_floor))
+DEFAULT_BASELINE = "naive_model"
+DEFAULT_PROVIDERS = (
+    Provider(DEFAULT_BASELINE, _naive_model, lambda: missing_library("librosa")),
+    Provider("default", lambda files, device: _engine(files, device, model="default")),
+    Provider("default_bf16", lambda files, device: _engine(files, device, "bfloat16", "default"),
+             bf16_missing),
+    Provider("decode_floor", _decode_floor))
+"""Providers of ``extract_default``."""
 
 
 def make_call(provider: Provider, spec: CorpusSpec, device: str) -> Call:
     return provider.build(corpus(spec), device)
 
 
-def cases(quick: bool) -> list[Case]:
-    """The three providers on this run's corpus, the naive loop first."""
-    device = bench_device()
-    spec = CORPORA[quick]
+def _corpus_cases(op: str, providers: tuple[Provider, ...], baseline: str, spec: CorpusSpec,
+                  device: str) -> list[Case]:
     hours = float(track_seconds(spec).sum()) / SECONDS_PER_HOUR
     shape = f"{spec.tracks} tracks {hours:.3g} h"
-    return [Case(op="extract_dlr", provider=p.name, shape=shape, batch=spec.tracks,
-                 make=lambda p=p: make_call(p, spec, device), baseline=p.name == BASELINE,
+    return [Case(op=op, provider=p.name, shape=shape, batch=spec.tracks,
+                 make=lambda p=p: make_call(p, spec, device), baseline=p.name == baseline,
                  device=device, skip_reason=p.unavailable())
-            for p in PROVIDERS]
+            for p in providers]
+
+
+def cases(quick: bool) -> list[Case]:
+    """``extract_dlr`` on this run's corpus, then ``extract_default`` on the long-track and
+    the 30 s corpora, the naive loops first."""
+    device = bench_device()
+    out = _corpus_cases("extract_dlr", PROVIDERS, BASELINE, CORPORA[quick], device)
+    for spec in DEFAULT_CORPORA[quick]:
+        out += _corpus_cases("extract_default", DEFAULT_PROVIDERS, DEFAULT_BASELINE, spec, device)
+    return out

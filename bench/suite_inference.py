@@ -63,6 +63,13 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "ncms": lambda: get("ncms"),
 }
 """Row name -> builder of the eager model (random weights for the registry families)."""
+MODEL_SEED = 0
+"""torch's seed before each build: every provider of a row gets the same random weights."""
+
+
+def build(name: str) -> nn.Module:
+    torch.manual_seed(MODEL_SEED)
+    return MODELS[name]().eval()
 
 
 def _missing(name: str) -> str | None:
@@ -95,7 +102,7 @@ def _call(model: nn.Module, x: torch.Tensor) -> Call:
 
 def _make(name: str, provider: str, batch: int, device: str) -> Callable[[], Call]:
     def make() -> Call:
-        model = MODELS[name]().eval().to(device)
+        model = build(name).to(device)
         x = _input(model, batch).to(device)
         if provider != "eager":
             model = inference_form(model, "bfloat16" if provider == "inference_bf16" else "float32")
@@ -113,7 +120,7 @@ def cases(quick: bool) -> list[Case]:
         missing = _missing(name)
         flop = None
         if missing is None:
-            model = MODELS[name]().eval()
+            model = build(name)
             x = _input(model, batch)
             flop = count_flop(model, x)
             shape = f"{batch}x{x.shape[1]}"

@@ -83,11 +83,16 @@ def test_extract_providers_process_every_track(monkeypatch):
 
     tiny = suite_extract.CorpusSpec(tracks=2, min_seconds=6.0, max_seconds=6.0)
     monkeypatch.setitem(suite_extract.CORPORA, True, tiny)
+    monkeypatch.setitem(suite_extract.DEFAULT_CORPORA, True, (tiny,))
     cases = suite_extract.cases(quick=True)
-    assert [c.provider for c in cases] == [p.name for p in suite_extract.PROVIDERS]
-    assert [c.provider for c in cases if c.baseline] == [suite_extract.BASELINE]
     files = suite_extract.corpus(tiny)
     assert sorted(f.suffix for f in files) == [".flac", ".wav"]
-    done = {case.provider: case.make()() for case in cases if case.skip_reason is None}
-    assert set(done) == {p.name for p in suite_extract.PROVIDERS}
-    assert set(done.values()) == {tiny.tracks}
+    for op, providers, baseline in (
+            ("extract_dlr", suite_extract.PROVIDERS, suite_extract.BASELINE),
+            ("extract_default", suite_extract.DEFAULT_PROVIDERS, suite_extract.DEFAULT_BASELINE)):
+        op_cases = [c for c in cases if c.op == op]
+        assert [c.provider for c in op_cases] == [p.name for p in providers]
+        assert [c.provider for c in op_cases if c.baseline] == [baseline]
+        done = {case.provider: case.make()() for case in op_cases if case.skip_reason is None}
+        assert set(done) == {p.name for p in providers}
+        assert set(done.values()) == {tiny.tracks}
