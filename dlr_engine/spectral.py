@@ -247,7 +247,9 @@ class MelSpectrogram(nn.Module):
                              c.center, c.pad_mode, c.power, self.db_multiplier, self.amin,
                              self.cpu_plan, self.backend)
         if self.db_multiplier:
-            fresh = not (torch.is_grad_enabled() and out.requires_grad)  # nothing saved it
+            # nothing saved it (in place ops have no ONNX translation)
+            fresh = not (torch.is_grad_enabled() and out.requires_grad
+                         or torch.onnx.is_in_onnx_export())
             out = finish_db(out, self.db_multiplier, self.amin, c.ref, c.top_db, inplace=fresh)
         if c.normalize == "zscore":
             out = zscore_per_clip(out)

@@ -114,6 +114,8 @@ def dlr(x: Tensor, weight: Tensor, bias: Tensor, dilations: tuple[int, ...] | li
     check_dlr_args(x, weight, bias, dilations, pool)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if torch.onnx.is_in_onnx_export():  # ONNX knows none of our kernels: the plain ops
+        return dlr_reference(x, weight, bias, dilations, pool)
     if precision == "bfloat16" and x.device.type == "cpu" and backend in (None, "cpu"):
         return dlr_bf16(x, weight, bias, dilations, pool)
     name = select(x.device.type, x.dtype, backend, precision)

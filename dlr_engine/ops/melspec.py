@@ -301,7 +301,8 @@ def melspectrogram(x: Tensor, window: Tensor, mel_fb: Tensor, n_fft: int, hop_le
     if mel_fb.dim() != 2 or mel_fb.shape[1] != 1 + n_fft // 2:
         raise ValueError(f"mel_fb must be (n_mels, {1 + n_fft // 2}) for n_fft={n_fft}, got "
                          f"shape {tuple(mel_fb.shape)}")
-    name = select(x.device.type, x.dtype, window.requires_grad or mel_fb.requires_grad, backend)
+    name = "torch" if torch.onnx.is_in_onnx_export() else select(  # ONNX: the plain ops
+        x.device.type, x.dtype, window.requires_grad or mel_fb.requires_grad, backend)
     if name == "triton":
         padded = pad_for_frames(x, n_fft, center, pad_mode)
         return melspec_fused(padded, window.to(x.device), mel_fb.to(x.device), n_fft, hop_length,

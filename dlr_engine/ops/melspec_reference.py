@@ -181,8 +181,12 @@ def spectrogram_reference(x: torch.Tensor, window: torch.Tensor, n_fft: int, hop
     ``padded_window`` -> (batch, 1 + n_fft // 2, frames)."""
     check_spectrogram_args(x, n_fft, hop_length, center, power)
     padded = pad_for_frames(x, n_fft, center, pad_mode)
+    exporting = torch.onnx.is_in_onnx_export()  # ONNX's STFT gives (re, im) pairs, not complex
     spec = torch.stft(padded, n_fft, hop_length, win_length=n_fft, window=window.to(x),
-                      center=False, return_complex=True)
+                      center=False, return_complex=not exporting)
+    if exporting:
+        squared = spec.square().sum(-1)
+        return squared if power == 2.0 else squared.pow(power / 2)
     return spectrum_power(spec, power)
 
 

@@ -122,7 +122,8 @@ def tempogram_from_onsets(onsets: torch.Tensor, win_length: int, center: bool = 
     n_frames = -(-n // frame_hop) if center else 1 + (n - win_length) // frame_hop
     weights = get_window(window, win_length, dtype=onsets.dtype, device=onsets.device)
     needs_grad = torch.is_grad_enabled() and (onsets.requires_grad or weights.requires_grad)
-    if (spectral_cpu.available() and onsets.device.type == "cpu" and onsets.dim() == 2
+    if (spectral_cpu.available() and not torch.onnx.is_in_onnx_export()
+            and onsets.device.type == "cpu" and onsets.dim() == 2
             and onsets.dtype == torch.float32 and not needs_grad and norm in (math.inf, None)):
         return tempogram_cpu(onsets, weights, n_frames, frame_hop, norm is not None)
     frames = onsets.unfold(-1, win_length, frame_hop)[..., :n_frames, :]
