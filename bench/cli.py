@@ -22,6 +22,8 @@ SUITES: dict[str, str] = {
     "mel": "dB mel spectrogram (DLR geometry): plain torch, the engine's backends, librosa",
     "tempogram": "tempogram, presets librosa and dlr: the engine's batched module vs librosa",
     "extract": "corpus to DLR features: the engine vs librosa.load + eager model vs decode floor",
+    "engine": "the engine's fixed costs: decode pool start/stop, workers=2 vs 0, a rerun with "
+              "nothing to do over 10k (quick) / 100k files",
     "inference": "model forward per family, batch 8 x 30 s: eager vs the fused inference form",
     "models": "held-out style / tempo-class accuracy of every registry model and the FCN inputs, "
               "trained on the synthetic corpus (minutes; not part of all)",

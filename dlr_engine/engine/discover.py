@@ -35,6 +35,8 @@ MANIFEST_EXTENSIONS = frozenset({".txt", ".lst", ".list", ".m3u", ".m3u8", ".csv
 """A path with one of these is a list of audio files (one per line; CSV/Parquet column
 ``path``, else the first column); relative entries are relative to the manifest's folder."""
 GLOB_MAGIC = re.compile(r"[*?\[{]")
+PROGRESS_DELAY_S = 2.0
+"""The discovery counter appears only for walks that take longer (large trees)."""
 GLOB_FLAGS = wcglob.BRACE | wcglob.GLOBSTAR
 """Glob syntax of the inputs: ``{a,b}`` braces (nested too) and ``**`` for any depth."""
 
@@ -191,7 +193,7 @@ def discover(paths: str | os.PathLike | Iterable[str | os.PathLike],
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(desc="discover", unit="folder", dynamic_ncols=True)
+        bar = tqdm(desc="discover", unit="folder", dynamic_ncols=True, delay=PROGRESS_DELAY_S)
     walk = _Walk(on_folder=None if bar is None else
                  lambda files: (bar.update(1), bar.set_postfix(files=files, refresh=False)))
     files, anchors = [], []

@@ -226,7 +226,8 @@ class Job:
         return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:16]
 
     def pipeline(self, sink) -> Pipeline:
-        return Pipeline(self.plan, self.runner, sink, self.workers, self.batch_size)
+        return Pipeline(self.plan, self.runner, sink, self.workers, self.batch_size,
+                        pin_memory=self.device.type == "cuda")
 
     def modules(self) -> list[nn.Module]:
         return [m for m in (self.model, *self.spectral.values()) if m is not None]
