@@ -46,10 +46,11 @@ from dlr_engine.ops.dlr_op import precision_unavailable
 from .harness import Call, Case, bench_device
 
 BATCHES = {("cpu", True): (1, 8), ("cpu", False): (1, 8, 32),
-           ("cuda", True): (8, 32), ("cuda", False): (32, 128, 512)}
+           ("cuda", True): (8, 64), ("cuda", False): (32, 128, 512)}
 """Batch sizes per (device, quick). CPU: issue 2's 1, 8, 32 (quick: 1, 8, keeping eager's
 seconds per call and GB of memory affordable). GPU: sizes that fill an H100 (from 32 clips,
-tens of thousands of (clip, branch, frame) programs; 512 clips = 434 GFLOP forward)."""
+tens of thousands of (clip, branch, frame) programs; 512 clips = 434 GFLOP forward); quick:
+8 and issue 14's batch 64 (scripts/gpu_check.sh)."""
 FORWARD_FLOP_PER_STEP = 2 * PAPER.kernel_size * PAPER.out_channels
 """4,096: a multiply and an add per tap per channel per computed step."""
 BACKWARD_FACTOR = 3
