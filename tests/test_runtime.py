@@ -166,7 +166,7 @@ def test_family_inference_form_float32(name, options, samples):
 
 
 @needs_bf16
-@pytest.mark.parametrize("name, options, samples", [f for f in FAMILIES if f[0] != "crnn"])
+@pytest.mark.parametrize("name, options, samples", FAMILIES)
 def test_family_inference_form_bfloat16(name, options, samples):
     torch.manual_seed(0)
     check_parity(randomize_batch_norms(get(name, **options)), samples, "bfloat16", 1e-2)
@@ -245,3 +245,34 @@ def test_front_end_spec_errors():
     with pytest.warns(UserWarning, match="untrained"), \
             pytest.raises(ValueError, match="has no DLR front-end; drop ':dlr'"):
         load_for_extraction("crnn:dlr")
+
+
+class TinyStackModel(torch.nn.Module):
+    """A conv stack the kernel covers only in part: 24 channels (not a multiple of the kernel's
+    channel block) run in torch, the 32-channel block on the kernel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack = torch.nn.Sequential(
+            torch.nn.BatchNorm2d(1), torch.nn.Conv2d(1, 24, 3, padding=1), torch.nn.BatchNorm2d(24),
+            torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Conv2d(24, 32, (3, 5), padding=(1, 2)),
+            torch.nn.BatchNorm2d(32), torch.nn.ELU(), torch.nn.MaxPool2d((2, 4)), torch.nn.Dropout(0.1))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"embedding": self.stack(x.unsqueeze(1)).mean(dim=(2, 3))}
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_stack_mixing_torch_and_kernel_blocks(precision):
+    if precision == "bfloat16" and not dlr_bf16_supported():
+        pytest.skip("this CPU has no AVX512_BF16")
+    torch.manual_seed(0)
+    model = randomize_batch_norms(TinyStackModel())
+    form = inference_form(model, precision)
+    [fused] = form.fused
+    image = torch.randn(3, 37, 45)
+    assert fused.stack.backends(image, precision == "bfloat16") == [
+        "torch", "cpu_bf16" if precision == "bfloat16" else "cpu"]
+    with torch.no_grad():
+        ref, got = model(image)["embedding"], form(image)["embedding"]
+    assert rel_err(got, ref) < (1e-2 if precision == "bfloat16" else 1e-5)
