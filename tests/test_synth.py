@@ -10,7 +10,7 @@ import torch
 
 from dlr_engine.config import TEMPO_CLASS_BOUNDARIES_BPM
 from dlr_engine.data import synth_cli
-from dlr_engine.data.styles import STYLES, _parse_pattern
+from dlr_engine.data.styles import STYLES, parse_pattern
 from dlr_engine.data.synth import (
     DEMO_CLIPS, STYLE_NAMES, TAG_NAMES, SynthRhythmDataset, clip_labels, demo_corpus,
     read_labels, render_clip, tempo_class, write_corpus,
@@ -130,9 +130,9 @@ def test_patterns_are_validated():
             assert grid.shape[1] == style.steps_per_phrase, (style.name, part)
             assert (grid.max(axis=1) > 0).all(), (style.name, part)
     with pytest.raises(ValueError, match="unknown step characters"):
-        _parse_pattern("X..y", 1, 8, "test")
+        parse_pattern("X..y", 1, 8, "test")
     with pytest.raises(ValueError, match="a bar has 16"):
-        _parse_pattern("X..", 4, 32, "test")
+        parse_pattern("X..", 4, 32, "test")
 
 
 @pytest.mark.parametrize("fmt", ["wav", "flac", "ogg"])

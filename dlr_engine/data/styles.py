@@ -63,7 +63,7 @@ class Style:
     def pattern_grid(self, part: str) -> np.ndarray:
         """Velocities of each variant of ``part``: (variants, steps_per_phrase) float32, 0..1."""
         where = f"{self.name}/{part}"
-        return np.stack([_parse_pattern(text, self.meter, self.steps_per_phrase, where)
+        return np.stack([parse_pattern(text, self.meter, self.steps_per_phrase, where)
                          for text in self.patterns[part]])
 
     def beat_offset_table(self) -> np.ndarray:
@@ -71,7 +71,16 @@ class Style:
         return np.asarray(self.beat_offsets or (0.0,) * self.meter, dtype=np.float64)
 
 
-def _parse_pattern(text: str, meter: int, steps_per_phrase: int, where: str) -> np.ndarray:
+def onset_rate(rows: list[np.ndarray], beats: float, bpm: float) -> float:
+    """Steps played by any of ``rows`` (each (steps,) velocities spanning ``beats`` beats), per
+    second at ``bpm``."""
+    played = np.any(np.stack(rows) > 0, axis=0)
+    return float(played.sum()) / beats * bpm / 60.0
+
+
+def parse_pattern(text: str, meter: int, steps_per_phrase: int, where: str) -> np.ndarray:
+    """Velocities (steps_per_phrase,) float32 of pattern ``text`` (one bar, or the whole phrase,
+    tiled to the phrase); ``where`` names the pattern in errors."""
     steps = text.replace("|", "")
     unknown = set(steps) - set(STEP_VELOCITY)
     if unknown:

@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from dlr_engine.config import PAPER, TEMPO_CLASS_BOUNDARIES_BPM
-from dlr_engine.data.styles import BARS_PER_PHRASE, PARTS, STEPS_PER_BEAT, STYLES, Style
+from dlr_engine.data.styles import BARS_PER_PHRASE, PARTS, STEPS_PER_BEAT, STYLES, Style, onset_rate
 from dlr_engine.io.atomic import write_atomic
 
 STYLE_NAMES = tuple(style.name for style in STYLES)
@@ -154,11 +154,8 @@ class ClipSpec:
     def onsets_per_second(self) -> float:
         """Distinct grid steps played by the main patterns of all present parts, per second."""
         style = self.style
-        played = np.zeros(style.steps_per_phrase, dtype=bool)
-        for part, variant in self.main_variants.items():
-            played |= style.pattern_grid(part)[variant] > 0
-        phrase_beats = style.steps_per_phrase / STEPS_PER_BEAT
-        return float(played.sum()) / phrase_beats * self.bpm / 60.0
+        rows = [style.pattern_grid(part)[variant] for part, variant in self.main_variants.items()]
+        return onset_rate(rows, style.steps_per_phrase / STEPS_PER_BEAT, self.bpm)
 
     def tags(self) -> tuple[int, ...]:
         """0/1 per entry of ``TAG_NAMES``."""
@@ -432,30 +429,30 @@ def _place(out: np.ndarray, sound: np.ndarray, times_s: np.ndarray, gains: np.nd
             out[first:last] += np.float32(gain) * sound[first - start:last - start]
 
 
-def _reverb_and_noise(dry: np.ndarray, spec: ClipSpec, sample_rate: int,
-                      rng: np.random.Generator) -> np.ndarray:
+def reverb_and_noise(dry: np.ndarray, rt60_s: float, wet: float, damping: float, noise_db: float,
+                     noise_corner_hz: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
     """``dry + wet * (dry conv tail) + noise``, (samples,) float32, in one FFT round trip.
 
-    The tail is damped noise decaying by 60 dB over RT60, of unit energy. The noise is a random
-    spectrum through a first-order low-pass at ``spec.noise_corner_hz``, ``spec.noise_db`` below
-    the power of the reverberated mix.
+    The tail is noise decaying by 60 dB over ``rt60_s`` seconds, through a one-pole low-pass of
+    coefficient ``damping`` (0..1), of unit energy. The noise is a random spectrum through a
+    first-order low-pass at ``noise_corner_hz``, ``noise_db`` dB below the power of the
+    reverberated mix.
     """
-    t = np.arange(int(spec.reverb_rt60_s * sample_rate), dtype=np.float32) / sample_rate
+    t = np.arange(max(1, int(rt60_s * sample_rate)), dtype=np.float32) / sample_rate
     tail = rng.random(len(t), dtype=np.float32) - np.float32(0.5)
-    tail *= np.exp(-DECAY_TO_SILENCE * t / spec.reverb_rt60_s)
-    damping = spec.reverb_damping
+    tail *= np.exp(-DECAY_TO_SILENCE * t / rt60_s)
     tail = scipy.signal.lfilter([1.0 - damping], [1.0, -damping], tail).astype(np.float32)
     tail /= np.sqrt(np.dot(tail, tail))
     n_fft = scipy.fft.next_fast_len(len(dry) + len(tail) - 1, real=True)
     spectrum = scipy.fft.rfft(dry, n_fft)
-    spectrum *= 1.0 + np.float32(spec.reverb_wet) * scipy.fft.rfft(tail, n_fft)
+    spectrum *= 1.0 + np.float32(wet) * scipy.fft.rfft(tail, n_fft)
     noise = np.empty_like(spectrum)
     noise.real = rng.random(len(noise), dtype=np.float32) - np.float32(0.5)
     noise.imag = rng.random(len(noise), dtype=np.float32) - np.float32(0.5)
     bin_hz = np.arange(len(noise), dtype=np.float32) * np.float32(sample_rate / n_fft)
-    noise *= 1.0 / np.sqrt(1.0 + (bin_hz / np.float32(spec.noise_corner_hz)) ** 2)
+    noise *= 1.0 / np.sqrt(1.0 + (bin_hz / np.float32(noise_corner_hz)) ** 2)
     power_ratio = np.vdot(spectrum, spectrum).real / np.vdot(noise, noise).real
-    spectrum += np.float32(np.sqrt(power_ratio * 10.0 ** (spec.noise_db / 10.0))) * noise
+    spectrum += np.float32(np.sqrt(power_ratio * 10.0 ** (noise_db / 10.0))) * noise
     return scipy.fft.irfft(spectrum, n_fft)[:len(dry)]
 
 
@@ -488,7 +485,8 @@ def render_spec(spec: ClipSpec, seconds: float, sample_rate: int) -> np.ndarray:
             sounds = {chord: _chord_sound(spec, chord, sample_rate) for chord in np.unique(keys)}
         for key, sound in sounds.items():
             _place(mix, sound, events.times_s[keys == key], events.gains[keys == key], sample_rate)
-    mix = _reverb_and_noise(mix, spec, sample_rate, signal_rng)
+    mix = reverb_and_noise(mix, spec.reverb_rt60_s, spec.reverb_wet, spec.reverb_damping, spec.noise_db,
+                           spec.noise_corner_hz, sample_rate, signal_rng)
     peak = np.abs(mix).max()  # 0 only if a (far too short) clip catches no sound at all
     return (mix * (10.0 ** (spec.peak_dbfs / 20.0) / peak if peak > 0 else mix)).astype(np.float32)
 
@@ -519,6 +517,8 @@ class SynthRhythmDataset(torch.utils.data.Dataset):
 
     style_names = STYLE_NAMES
     tag_names = TAG_NAMES
+    render = staticmethod(render_clip)
+    """``(index, seed, seconds, sample_rate) -> (audio, labels)``: the source of the clips."""
 
     def __init__(self, n: int, seed: int, seconds: float = PAPER.segment_seconds,
                  sample_rate: int = PAPER.sample_rate) -> None:
@@ -533,13 +533,19 @@ class SynthRhythmDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if not 0 <= index < self.n:
             raise IndexError(f"clip {index} is outside this corpus of {self.n} clips")
-        audio, labels = render_clip(index, self.seed, self.seconds, self.sample_rate)
-        return torch.from_numpy(audio), {
-            "style": torch.tensor(labels["style_index"], dtype=torch.int64),
-            "tempo_class": torch.tensor(labels["tempo_class"], dtype=torch.int64),
-            "bpm": torch.tensor(labels["bpm"], dtype=torch.float32),
-            "tags": torch.tensor(labels["tags"], dtype=torch.float32),
-        }
+        return as_item(*self.render(index, self.seed, self.seconds, self.sample_rate))
+
+
+def as_item(audio: np.ndarray, labels: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A dataset item from ``render_clip``'s (audio, labels): the audio as a tensor and labels
+    ``style`` (``style_index``) and ``tempo_class`` int64 scalars, ``bpm`` float32 scalar,
+    ``tags`` float32 (len(TAG_NAMES),)."""
+    return torch.from_numpy(audio), {
+        "style": torch.tensor(labels["style_index"], dtype=torch.int64),
+        "tempo_class": torch.tensor(labels["tempo_class"], dtype=torch.int64),
+        "bpm": torch.tensor(labels["bpm"], dtype=torch.float32),
+        "tags": torch.tensor(labels["tags"], dtype=torch.float32),
+    }
 
 
 def _check_format(fmt: str) -> None:
@@ -592,13 +598,16 @@ def read_labels(csv_path: str | Path) -> list[dict]:
 
 def write_corpus(out_dir: str | Path, n: int, seed: int, seconds: float = 30.0,
                  sample_rate: int = CORPUS_SAMPLE_RATE, fmt: str = "wav",
-                 progress: bool = True) -> Path:
+                 progress: bool = True, render=None) -> Path:
     """Render clips ``0..n-1`` of corpus ``seed`` into ``out_dir/clip_NNNNNN.<fmt>`` (mono,
     16-bit for wav/flac) plus ``out_dir/labels.csv`` (``CSV_COLUMNS``, paths relative to it).
+    ``render(index, seed, seconds, sample_rate) -> (audio, labels)`` is the source (default
+    ``render_clip``; ``sources.RENDERERS`` lists them all).
 
     Every file is written to a temporary name and renamed, so an interrupted run leaves no
     partial file; the CSV is written last. Returns the CSV path.
     """
+    render = render or render_clip
     if n < 1:
         raise ValueError(f"a synthetic corpus needs at least one clip, got n={n}")
     _check_format(fmt)
@@ -607,7 +616,7 @@ def write_corpus(out_dir: str | Path, n: int, seed: int, seconds: float = 30.0,
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for index in tqdm(range(n), desc="synth", unit="clip", disable=not progress):
-        audio, labels = render_clip(index, seed, seconds, sample_rate)
+        audio, labels = render(index, seed, seconds, sample_rate)
         name = f"clip_{index:06d}.{fmt}"
         _write_audio(out_dir / name, audio, sample_rate)
         rows.append((name, labels))

@@ -25,6 +25,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--synthetic", type=int, metavar="N", help="render N synthetic clips on the fly")
     parser.add_argument("--val-synthetic", type=int, metavar="N",
                         help="synthetic validation clips (default: a tenth of --synthetic)")
+    parser.add_argument("--soundfont", type=int, metavar="N",
+                        help="with --synthetic: add N General MIDI drum grooves played through a "
+                             "SoundFont (tempo labels only; needs the soundfont extra)")
+    parser.add_argument("--val-soundfont", type=int, metavar="N",
+                        help="SoundFont validation clips (default: a tenth of --soundfont)")
+    parser.add_argument("--augment", action="store_true",
+                        help="augment training clips on the fly (rate change moving the BPM label, "
+                             "crop, EQ, compression, reverb, noise, accompaniment, gain)")
     parser.add_argument("--data-seed", type=int, help="synthetic corpus seed (default: --seed); "
                                                       "validation uses seed + 1")
     parser.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction,
@@ -61,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         task=args.task, out=args.out, data=args.data, val_fraction=args.val_fraction,
-        synthetic=args.synthetic, val_synthetic=args.val_synthetic, data_seed=args.data_seed,
+        synthetic=args.synthetic, val_synthetic=args.val_synthetic, soundfont=args.soundfont,
+        val_soundfont=args.val_soundfont, augment=args.augment, data_seed=args.data_seed,
         seconds=args.seconds, in_memory=not args.stream, model=args.model, input=args.input, model_options=args.model_options,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, schedule=args.schedule, patience=args.patience, seed=args.seed,

@@ -1,7 +1,9 @@
 """Training tasks: which model, which loss, which metrics.
 
 - ``source-task`` (the DLR paper's source task): ``dlr_source`` model; loss = cross-entropy of
-  the style head + cross-entropy of the tempo-class head (multi-task, equal weights).
+  the style head + cross-entropy of the tempo-class head (multi-task, equal weights). Clips
+  labelled ``NO_STYLE`` (-1: the SoundFont drum grooves) train the tempo head only and are left
+  out of the style metrics.
 - ``tagger`` (the target task): ``fcn`` model; loss = binary cross-entropy per tag.
 
 Labels are the dicts of ``SynthRhythmDataset`` / ``LabelledFolder`` batched: ``style`` and
@@ -15,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.drums import NO_STYLE
 from ..data.synth import STYLE_NAMES, TAG_NAMES
 from ..models.registry import tempo_class_names
 from . import metrics
@@ -37,8 +40,13 @@ class SourceTask:
 
     def loss(self, outputs: dict[str, torch.Tensor],
              labels: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Sum of the heads' mean cross-entropies, and each one as a float."""
-        parts = {label: F.cross_entropy(outputs[key].float(), labels[label]) for key, label in self.heads.items()}
+        """Sum of the heads' cross-entropies, each the mean over the clips that have the label
+        (not ``NO_STYLE``; 0 if none has it), and each one as a float."""
+        parts = {}
+        for key, label in self.heads.items():
+            target = labels[label]
+            total = F.cross_entropy(outputs[key].float(), target, ignore_index=NO_STYLE, reduction="sum")
+            parts[label] = total / (target != NO_STYLE).sum().clamp(min=1)
         return sum(parts.values()), {f"{label}_loss": value.item() for label, value in parts.items()}
 
     def predictions(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -46,14 +54,18 @@ class SourceTask:
         return {key: outputs[key].detach().float() for key in self.heads}
 
     def metrics(self, predictions: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, Any]:
-        """``<label>_accuracy`` and ``<label>_confusion`` per head, and ``score``."""
+        """``<label>_accuracy`` and ``<label>_confusion`` per head over the clips that have the
+        label (a head whose clips all lack it is left out), and ``score``, their mean."""
         result: dict[str, Any] = {}
         for key, label in self.heads.items():
-            predicted = predictions[key].argmax(axis=1)
-            result[f"{label}_accuracy"] = metrics.accuracy(labels[label], predicted)
-            result[f"{label}_confusion"] = metrics.confusion_matrix(labels[label], predicted,
-                                                                    len(self.label_names[key]))
-        result["score"] = float(np.mean([result[f"{label}_accuracy"] for label in self.heads.values()]))
+            has = labels[label] != NO_STYLE
+            if not has.any():
+                continue
+            truth, predicted = labels[label][has], predictions[key][has].argmax(axis=1)
+            result[f"{label}_accuracy"] = metrics.accuracy(truth, predicted)
+            result[f"{label}_confusion"] = metrics.confusion_matrix(truth, predicted, len(self.label_names[key]))
+        result["score"] = float(np.mean([result[f"{label}_accuracy"] for label in self.heads.values()
+                                         if f"{label}_accuracy" in result]))
         return result
 
 

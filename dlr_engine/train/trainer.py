@@ -29,15 +29,17 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from ..data.soundfont import SoundFontDrumDataset
 from ..data.synth import SynthRhythmDataset
 from ..io.atomic import write_atomic
 from ..config import PAPER
 from ..models import registry
 from ..models.families import HEADS
 from ..models.fcn import parse_input
+from .augment import STRETCH, Augmented
 from .datasets import InMemory, LabelledFolder, split_rows
 from .distributed import global_batch_norm, setup_distributed
 from .tasks import TASKS
@@ -59,6 +61,13 @@ class TrainConfig:
     synthetic: clips of the synthetic corpus rendered on the fly (corpus seed ``data_seed``,
       default ``seed``), validated on ``val_synthetic`` clips of corpus ``data_seed + 1``
       (default: a tenth, at least one batch). Test splits should use other corpus seeds.
+    soundfont: with ``synthetic``, that many General MIDI drum grooves played through a SoundFont
+      (``data.soundfont``, its ``train`` split, corpus ``data_seed``) added to the training clips,
+      and ``val_soundfont`` (default: a tenth, at least one batch) of corpus ``data_seed + 1`` to
+      the validation clips. They carry no style label (``NO_STYLE``): they train the tempo head.
+    augment: augment every training clip on the fly (``augment.Augmented``, seeded by ``seed``,
+      epoch and clip; labels follow the playback-rate change); the clips are then rendered or cut
+      ``augment.STRETCH[1]`` times longer than ``seconds`` and randomly cropped.
     seconds: clip length at 8 kHz (folder clips are cut to their first ``seconds``).
     in_memory: load or render every clip once and keep it in RAM (else decode each epoch).
     model: registry name of the model (default: the task's own, ``dlr_source`` or ``fcn``);
@@ -77,6 +86,9 @@ class TrainConfig:
     val_fraction: float = 0.1
     synthetic: int | None = None
     val_synthetic: int | None = None
+    soundfont: int | None = None
+    val_soundfont: int | None = None
+    augment: bool = False
     data_seed: int | None = None
     seconds: float = 10.0
     in_memory: bool = True
@@ -111,19 +123,29 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
     """(training, validation) datasets of ``config``, held in memory if ``config.in_memory``."""
     if (config.data is None) == (config.synthetic is None):
         raise ValueError("give either data (a folder with labels.csv) or synthetic (a number of clips)")
+    if config.soundfont and config.synthetic is None:
+        raise ValueError("soundfont clips are added to synthetic ones: give synthetic too")
+    # Augmentation crops its clips after a playback-rate change of up to STRETCH[1].
+    train_seconds = math.ceil(config.seconds * STRETCH[1] * 100) / 100 if config.augment else config.seconds
     if config.data is not None:
         every = LabelledFolder(config.data, config.seconds)
         train_rows, val_rows = split_rows(len(every), config.val_fraction, config.seed)
-        train_set = LabelledFolder(config.data, config.seconds, rows=train_rows)
+        train_set = LabelledFolder(config.data, train_seconds, rows=train_rows)
         val_set = LabelledFolder(config.data, config.seconds, rows=val_rows)
     else:
         data_seed = config.seed if config.data_seed is None else config.data_seed
         n_val = config.val_synthetic or max(config.batch_size, config.synthetic // 10)
-        train_set = SynthRhythmDataset(config.synthetic, data_seed, config.seconds)
+        train_set = SynthRhythmDataset(config.synthetic, data_seed, train_seconds)
         val_set = SynthRhythmDataset(n_val, data_seed + 1, config.seconds)
+        if config.soundfont:
+            n_val = config.val_soundfont or max(config.batch_size, config.soundfont // 10)
+            train_set = ConcatDataset([train_set, SoundFontDrumDataset(config.soundfont, data_seed, train_seconds)])
+            val_set = ConcatDataset([val_set, SoundFontDrumDataset(n_val, data_seed + 1, config.seconds)])
     if config.in_memory:
         train_set = InMemory(train_set, config.progress, desc="training clips")
         val_set = InMemory(val_set, config.progress, desc="validation clips")
+    if config.augment:
+        train_set = Augmented(train_set, config.seconds, config.seed)
     return train_set, val_set
 
 
@@ -195,7 +217,8 @@ class Trainer:
         self.sampler = DistributedSampler(train_set, num_replicas=self.world, rank=self.rank, shuffle=True,
                                           seed=config.seed)
         self.loader = DataLoader(train_set, batch_size=config.batch_size, sampler=self.sampler,
-                                 num_workers=config.workers, persistent_workers=config.workers > 0,
+                                 num_workers=config.workers,  # workers hold copies: not persistent with set_epoch
+                                 persistent_workers=config.workers > 0 and not hasattr(train_set, "set_epoch"),
                                  pin_memory=self.device.type == "cuda")
         self.optimizer = OPTIMIZERS[config.optimizer](model.parameters(), lr=config.lr,
                                                       weight_decay=config.weight_decay)
@@ -238,6 +261,8 @@ class Trainer:
         """One pass over this process's shard of the training set; returns the epoch's record."""
         self.model.train()
         self.sampler.set_epoch(self.epoch)
+        if hasattr(self.train_set, "set_epoch"):  # seeded augmentation
+            self.train_set.set_epoch(self.epoch)
         loss_sum, clips, start = 0.0, 0, time.perf_counter()
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{self.config.epochs}", unit="batch",
                    disable=not (self.config.progress and self.is_main))
