@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 from multiprocessing import context as mp_context
+from multiprocessing import util as _mp_util  # noqa: F401 - its exit handler is registered first, so close_pool (registered later) runs before it
 
 from ..audio.decode import AudioInfo, AudioStream, DecodeError
 from ..audio.segment import Segment, Segmenter, TooShortError, continuous_chunks
