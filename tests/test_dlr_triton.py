@@ -40,7 +40,7 @@ CASES = {
     "pool6_batch1": (1, 131, 3, 3, (1, 2, 3), 6),
     "one_frame": (3, receptive_field(3, (1, 2, 3)) + 5 - 1, 4, 3, (1, 2, 3), 5),
     "two_branches_taps5": (2, 90, 4, 5, (3, 1), 4),
-    "published_taps_and_channels": (2, 300, 32, 16, (1, 3, 9), 16),
+    "published_taps_and_channels": (1, 200, 32, 16, (1, 3, 9), 16),
     "taps17_channels20": (1, 130, 20, 17, (1, 2), 7),
 }
 
@@ -95,10 +95,16 @@ def check_against_reference(batch, samples, channels, taps, dilations, pool,
     return errors
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
-def test_forward_and_backward_match_reference(case, precision):
-    check_against_reference(*case, precision=precision)
+PRECISION_CASES = [(name, precision) for name in CASES for precision in PRECISIONS
+                   if precision == "float32" or name in ("pool6_batch1", "taps17_channels20",
+                                                         "published_taps_and_channels")]
+"""Every case in float32; the reduced precisions on the cases with padded taps and channels
+(one branch block ragged, one exact) (the interpreter is slow: CI time)."""
+
+
+@pytest.mark.parametrize("name,precision", PRECISION_CASES)
+def test_forward_and_backward_match_reference(name, precision):
+    check_against_reference(*CASES[name], precision=precision)
 
 
 def test_reduced_precisions_round_the_operands():
@@ -148,7 +154,7 @@ def test_tiled_channels_window_and_frame_blocks(monkeypatch):
     monkeypatch.setattr(dlr_triton, "FORWARD_FRAMES_PER_PROGRAM", 3)
     monkeypatch.setattr(dlr_triton, "MAX_BACKWARD_FRAME_BLOCKS", 2)
     monkeypatch.setattr(dlr_triton, "INPUT_GRAD_BLOCK_SAMPLES", 16)
-    check_against_reference(2, 240, 20, 3, (1, 5, 7), 40)
+    check_against_reference(2, 180, 20, 3, (1, 5, 7), 40)
 
 
 def test_non_contiguous_x_and_no_x_grad():
