@@ -131,7 +131,8 @@ def _from_torchaudio(given: dict[str, Any], torchaudio: dict[str, Any]) -> dict[
     renamed = {TORCHAUDIO_ALIASES.get(name, name): value for name, value in torchaudio.items()}
     if torchaudio["mel_scale"] is not FROM_PRESET:
         if torchaudio["mel_scale"] not in TORCHAUDIO_MEL_SCALES:
-            raise ValueError(f"mel_scale must be 'htk' or 'slaney', got {torchaudio['mel_scale']!r}")
+            raise ValueError(f"mel_scale must be 'htk' or 'slaney', got "
+                             f"{torchaudio['mel_scale']!r}")
         renamed["htk"] = TORCHAUDIO_MEL_SCALES[torchaudio["mel_scale"]]
     if torchaudio["window_fn"] is not FROM_PRESET:
         if torchaudio["window_fn"] not in TORCHAUDIO_WINDOWS or torchaudio["wkwargs"]:
@@ -243,9 +244,9 @@ class MelSpectrogram(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.config
-        out = melspectrogram(_flatten(x, "MelSpectrogram"), self.window, self.mel_fb, c.n_fft, c.hop_length,
-                             c.center, c.pad_mode, c.power, self.db_multiplier, self.amin,
-                             self.cpu_plan, self.backend)
+        out = melspectrogram(_flatten(x, "MelSpectrogram"), self.window, self.mel_fb, c.n_fft,
+                             c.hop_length, c.center, c.pad_mode, c.power, self.db_multiplier,
+                             self.amin, self.cpu_plan, self.backend)
         if self.db_multiplier:
             # nothing saved it (in place ops have no ONNX translation)
             fresh = not (torch.is_grad_enabled() and out.requires_grad
@@ -306,8 +307,8 @@ class Tempogram(nn.Module):
     def onset_strength(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, samples) -> (batch, onset_frames), ``librosa.onset.onset_strength``."""
         c = self.config
-        return onset_strength_from_db(self.onset_mel(_flatten(x, "Tempogram")), c.n_fft, c.hop_length, c.lag,
-                                      center=True)
+        return onset_strength_from_db(self.onset_mel(_flatten(x, "Tempogram")), c.n_fft,
+                                      c.hop_length, c.lag, center=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.config

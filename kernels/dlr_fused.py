@@ -151,12 +151,12 @@ def dlr_weight_grad_kernel(grad_out_ptr, x_ptr, w_ptr, b_ptr, dilations_ptr,
                            EMULATED: tl.constexpr):
     """Weight and bias gradients through the ReLU mask recomputed from ``x`` (never stored).
 
-    ``g[c, t] = (pre[c, t] > 0) * grad_out[n, branch * channels + c, t // pool] / pool`` for
-    ``t < frames * pool``; ``grad_w += g @ x_k^T`` (``tl.dot``) and ``grad_b += sum_t g``
-    over this program's frames, written to its own row of ``grad_w_partial (batch,
-    frame_blocks, branches, channels, TAPS)`` and ``grad_b_partial (batch, frame_blocks,
-    branches, channels)``, float32; the launcher reduces them with ``torch.sum``
-    (deterministic).
+    ``g[c, t] = grad_out[n, branch * channels + c, t // pool] / pool`` unless ``pre[c, t] <= 0``
+    (a NaN ``pre`` passes, as in torch's ReLU backward) for ``t < frames * pool``;
+    ``grad_w += g @ x_k^T`` (``tl.dot``) and ``grad_b += sum_t g`` over this program's frames,
+    written to its own row of ``grad_w_partial (batch, frame_blocks, branches, channels,
+    TAPS)`` and ``grad_b_partial (batch, frame_blocks, branches, channels)``, float32; the
+    launcher reduces them with ``torch.sum`` (deterministic).
     """
     (frame_block, dilation, c, c_mask, w, bias, taps, tap_mask, x_row, pooled_rows, first,
      last) = _program_slice(x_ptr, w_ptr, b_ptr, dilations_ptr, samples, branches, channels,
@@ -171,7 +171,7 @@ def dlr_weight_grad_kernel(grad_out_ptr, x_ptr, w_ptr, b_ptr, dilations_ptr,
             j_mask = j < pool
             pre, x_k = _preactivation(x_row, w, bias, taps, tap_mask, f * pool + j, j_mask,
                                       dilation, PRECISION, EMULATED)
-            g = tl.where((pre > 0.0) & j_mask[None, :], grad_pooled[:, None], 0.0)
+            g = tl.where((pre <= 0.0) | ~j_mask[None, :], 0.0, grad_pooled[:, None])  # NaN passes
             grad_b += tl.sum(g, axis=1)
             grad_w += _dot(g, tl.trans(x_k), PRECISION, EMULATED)
 
@@ -216,7 +216,7 @@ def dlr_input_grad_kernel(grad_out_ptr, x_ptr, w_ptr, b_ptr, dilations_ptr, grad
                                           PRECISION, EMULATED)
                 grad_pooled = tl.load(grad_rows[:, None] + t[None, :] // pool,
                                       mask=c_mask[:, None] & t_mask[None, :], other=0.0)
-                g = tl.where((pre > 0.0) & t_mask[None, :], grad_pooled.to(tl.float32), 0.0)
+                g = tl.where((pre <= 0.0) | ~t_mask[None, :], 0.0, grad_pooled.to(tl.float32))
                 w_k = tl.sum(tl.where(taps[None, :] == k, w, 0.0), axis=1)
                 grad_x += tl.sum(g * w_k[:, None], axis=0)
     tl.store(grad_x_ptr + n * samples + s, grad_x / pool, mask=s < samples)

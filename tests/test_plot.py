@@ -42,7 +42,8 @@ def test_plot_writes_four_panel_png(clip, tmp_path, model):
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     inches = plot_cli.FIGURE_INCHES
     assert (width, height) == (inches[0] * plot_cli.FIGURE_DPI, inches[1] * plot_cli.FIGURE_DPI)
-    assert Image.open(out).info["dpi"] == pytest.approx((plot_cli.FIGURE_DPI,) * 2, abs=0.05)  # PNG stores dots per metre
+    dpi = (plot_cli.FIGURE_DPI,) * 2
+    assert Image.open(out).info["dpi"] == pytest.approx(dpi, abs=0.05)  # PNG: dots per metre
 
     figure = plot_cli.draw(clip, model=model)
     panels = [ax for ax in figure.axes if ax.get_title()]  # the others are colour bars
@@ -83,7 +84,7 @@ def test_size_and_dpi_options_set_the_image(clip, tmp_path):
     assert args.func(args) == 0
     image = Image.open(out)
     assert image.size == (420, 480)
-    assert image.info["dpi"] == pytest.approx((120, 120), abs=0.05)  # PNG stores dots per metre
+    assert image.info["dpi"] == pytest.approx((120, 120), abs=0.05)
 
 
 @pytest.mark.parametrize("bad", ["7", "7x", "0x3", "axb"])

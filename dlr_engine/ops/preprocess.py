@@ -43,7 +43,8 @@ def peak_abs(x: Tensor) -> Tensor:
     x: (batch, samples) -> same shape; the C++ pass for float32 CPU tensors without a gradient
     (the plain ops while exporting to ONNX).
     """
-    if (_dlr_cpu is not None and not torch.onnx.is_in_onnx_export() and x.device.type == "cpu" and x.dtype == torch.float32
-            and x.dim() == 2 and not (torch.is_grad_enabled() and x.requires_grad)):
+    if (_dlr_cpu is not None and not torch.onnx.is_in_onnx_export() and x.device.type == "cpu"
+            and x.dtype == torch.float32 and x.dim() == 2
+            and not (torch.is_grad_enabled() and x.requires_grad)):
         return peak_abs_cpu(x)
     return peak_abs_reference(x)
