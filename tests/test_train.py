@@ -19,11 +19,16 @@ from dlr_engine.train import metrics
 from dlr_engine.train.cli import register
 from dlr_engine.train.datasets import InMemory
 from dlr_engine.train.tasks import TASKS, SourceTask
-from dlr_engine.train.trainer import TrainConfig, Trainer, build_model
+from dlr_engine.train.trainer import TrainConfig, Trainer, build_model, train
+from dlr_engine.train.augment import Augmented
+from dlr_engine.data.drums import NO_STYLE
+from test_drums import needs_soundfont
+import torch.nn.functional as F
 
 SAMPLE_RATE = 8000
 SECONDS = 6.0  # 48000 samples: 58 DLR frames, enough for the conv blocks' 32
 SMALL_DLR = {"channels": 8}  # 32 DLR channels instead of 128: a narrower, faster back-end
+AUGMENTED_SECONDS = 5.5  # cropped from the 6 s clips after a rate change of up to 1.08; >= 5.14 s for the heads
 
 
 @pytest.fixture(scope="module")
@@ -101,14 +106,15 @@ def test_tiny_run_overfits_32_clips(tmp_path, clips):
     assert losses[-1] < 0.4 * losses[0], [round(loss, 3) for loss in losses]
 
 
-def _small_trainer(out, clips, trainer_class=Trainer, seed=0) -> Trainer:
+def _small_trainer(out, clips, trainer_class=Trainer, seed=0, augment=False) -> Trainer:
     task = SourceTask()
     torch.manual_seed(seed)
     model = get("dlr_source", **task.model_options(), dlr=SMALL_DLR, backend="cpu")
     config = TrainConfig(out=str(out), epochs=3, batch_size=4, optimizer="adamw", weight_decay=0.01,
-                         progress=False)
+                         augment=augment, progress=False)
     subset = InMemory(torch.utils.data.Subset(clips, range(8)), progress=False)
-    return trainer_class(task, model, subset, subset, config)
+    training = Augmented(subset, AUGMENTED_SECONDS, seed=config.seed) if augment else subset
+    return trainer_class(task, model, training, subset, config)
 
 
 class _Killed(Exception):
@@ -124,18 +130,60 @@ class _KilledAfterEpoch2(Trainer):
             raise _Killed
 
 
-def test_resume_continues_bit_identically(tmp_path, clips):
-    straight = _small_trainer(tmp_path / "straight", clips)
+@pytest.mark.parametrize("augment", [False, True], ids=["plain", "augmented"])
+def test_resume_continues_bit_identically(tmp_path, clips, augment):
+    straight = _small_trainer(tmp_path / "straight", clips, augment=augment)
     straight.fit()
     with pytest.raises(_Killed):
-        _small_trainer(tmp_path / "resumed", clips, _KilledAfterEpoch2).fit()
-    resumed = _small_trainer(tmp_path / "resumed", clips, seed=1)  # other init: the checkpoint must win
+        _small_trainer(tmp_path / "resumed", clips, _KilledAfterEpoch2, augment=augment).fit()
+    resumed = _small_trainer(tmp_path / "resumed", clips, seed=1, augment=augment)  # the checkpoint must win
     resumed.fit(resume=True)
     for (name, value), (_, expected) in zip(resumed.module.state_dict().items(),
                                             straight.module.state_dict().items()):
         assert torch.equal(value, expected), name
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
     assert (tmp_path / "resumed" / "log.jsonl").read_text().count("\n") == 3
+
+
+def test_clips_without_a_style_train_the_tempo_head_only():
+    task = SourceTask()
+    torch.manual_seed(0)
+    outputs = {"style_logits": torch.randn(6, len(STYLE_NAMES), requires_grad=True),
+               "tempo_logits": torch.randn(6, 4, requires_grad=True)}
+    style = torch.tensor([2, NO_STYLE, 5, NO_STYLE, NO_STYLE, 0])
+    tempo = torch.tensor([0, 1, 2, 3, 1, 0])
+    loss, parts = task.loss(outputs, {"style": style, "tempo_class": tempo})
+    has = style != NO_STYLE
+    assert parts["style_loss"] == pytest.approx(F.cross_entropy(outputs["style_logits"][has], style[has]).item())
+    assert parts["tempo_class_loss"] == pytest.approx(F.cross_entropy(outputs["tempo_logits"], tempo).item())
+    loss.backward()
+    assert (outputs["style_logits"].grad[~has] == 0).all() and (outputs["style_logits"].grad[has] != 0).any()
+    none = torch.full((6,), NO_STYLE)
+    loss, parts = task.loss(outputs, {"style": none, "tempo_class": tempo})
+    assert parts["style_loss"] == 0.0 and torch.isfinite(loss)
+    predictions = {key: value.detach().numpy() for key, value in outputs.items()}
+    result = task.metrics(predictions, {"style": style.numpy(), "tempo_class": tempo.numpy()})
+    assert np.sum(result["style_confusion"]) == 3 and np.sum(result["tempo_class_confusion"]) == 6
+    assert result["style_accuracy"] == metrics.accuracy(style[has].numpy(), predictions["style_logits"][has.numpy()].argmax(1))
+    result = task.metrics(predictions, {"style": none.numpy(), "tempo_class": tempo.numpy()})
+    assert "style_accuracy" not in result and result["score"] == result["tempo_class_accuracy"]
+
+
+def test_smoke_run_on_both_sources_with_augmentation(tmp_path):
+    """The default model's recipe in miniature: synthetic + SoundFont clips, augmented; the
+    validation reports style over the synthetic clips and tempo over all of them."""
+    needs_soundfont()
+    config = TrainConfig(out=str(tmp_path), synthetic=8, val_synthetic=8, soundfont=8, val_soundfont=8,
+                         augment=True, seconds=AUGMENTED_SECONDS, epochs=1, batch_size=8,
+                         model_options={"dlr": SMALL_DLR}, progress=False)
+    trainer = train(config)
+    assert isinstance(trainer.train_set, Augmented) and len(trainer.train_set) == 16
+    audio, labels = trainer.train_set[12]  # a SoundFont clip, augmented
+    assert audio.shape == (int(AUGMENTED_SECONDS * SAMPLE_RATE),) and labels["style"].item() == NO_STYLE
+    val = trainer.history[0]["val"]
+    assert np.sum(val["style_confusion"]) == 8 and np.sum(val["tempo_class_confusion"]) == 16
+    assert np.isfinite(trainer.history[0]["train_loss"])
+    assert load_model(tmp_path / "best.safetensors").label_names["style_logits"] == list(STYLE_NAMES)
 
 
 def test_cli_trains_a_tagger_on_a_folder(tmp_path):

@@ -48,7 +48,7 @@ MODEL_SEED = 0
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m dlr_engine.train.default_model",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="where to write the .safetensors")
+    parser.add_argument("--out", type=Path, help="where to write the .safetensors (required unless --evaluate)")
     parser.add_argument("--work", default="runs/default_model", help="checkpoints and log.jsonl")
     parser.add_argument("--clips", type=int, default=3000, help="synthetic training clips")
     parser.add_argument("--soundfont-clips", type=int, default=2500, help="SoundFont training clips")
@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--backend", help="force a DLR op backend (default: automatic)")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --work")
+    parser.add_argument("--evaluate", metavar="MODEL",
+                        help="train nothing: print both evaluations of MODEL (a .safetensors, or default)")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -98,16 +100,8 @@ def _report(name: str, test: dict) -> str:
             f"tempo confusion {test['tempo_class_confusion']}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    soundfont = find_soundfont()  # fail before training if the SoundFont source cannot run
-    config = TrainConfig(task="source-task", out=args.work, synthetic=args.clips, val_synthetic=args.val_clips,
-                         soundfont=args.soundfont_clips, val_soundfont=args.val_soundfont_clips,
-                         augment=not args.no_augment, data_seed=TRAIN_SEED, seconds=args.seconds,
-                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=MODEL_SEED,
-                         backend=args.backend, progress=not args.no_progress)
-    trainer = train(config, resume=args.resume)
-    model = registry.load_model(Path(args.work) / BEST, backend=args.backend)
+def evaluations(model, args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
+    """The held-out (synthetic) and out-of-source evaluations of ``model``, printed."""
     progress = not args.no_progress
     tests = [held_out(model, args.test_clips, seconds, args.batch_size, progress) for seconds in args.test_seconds]
     foreign = [out_of_source(model, args.out_of_source_clips, seconds, args.batch_size, progress)
@@ -116,6 +110,25 @@ def main(argv: list[str] | None = None) -> int:
         print(_report("held out (synthetic)", test))
     for test in foreign:
         print(_report("out of source (SoundFont: other kits, grooves, room)", test))
+    return tests, foreign
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    soundfont = find_soundfont()  # fail before training if the SoundFont source cannot run
+    if args.evaluate:
+        evaluations(registry.load_model(args.evaluate, backend=args.backend), args)
+        return 0
+    if args.out is None:
+        raise SystemExit("--out is required (where to write the trained model)")
+    config = TrainConfig(task="source-task", out=args.work, synthetic=args.clips, val_synthetic=args.val_clips,
+                         soundfont=args.soundfont_clips, val_soundfont=args.val_soundfont_clips,
+                         augment=not args.no_augment, data_seed=TRAIN_SEED, seconds=args.seconds,
+                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=MODEL_SEED,
+                         backend=args.backend, progress=not args.no_progress)
+    trainer = train(config, resume=args.resume)
+    model = registry.load_model(Path(args.work) / BEST, backend=args.backend)
+    tests, foreign = evaluations(model, args)
     best = max(trainer.history, key=lambda record: record["val"]["score"])
     command = shlex.join(["python", "-m", "dlr_engine.train.default_model",
                           *(argv if argv is not None else sys.argv[1:])])
