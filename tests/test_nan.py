@@ -20,6 +20,9 @@ from dlr_engine.ops.preprocess import peak_abs_cpu, peak_abs_reference
 
 NAN = float("nan")
 DLR_BACKENDS = [name for name, reasons in explain("cpu", torch.float32).items() if not reasons]
+GPU_DLR_BACKENDS = [name for name, reasons in explain("cuda", torch.float32).items()
+                    if not reasons and name != "torch"] if torch.cuda.is_available() else []
+"""The compiled GPU backends (cuda, triton) when this machine has a CUDA GPU."""
 MEL_CPU_BACKENDS = [name for name in MEL_BACKENDS
                     if not not_supported_reasons(name, "cpu", torch.float32)]
 # (channels, taps, dilations, pool): tiny for the interpreter; the bfloat16 kernel needs even
@@ -65,16 +68,29 @@ def assert_same_nans_and_close(out: torch.Tensor, expected_nans: torch.Tensor,
     torch.testing.assert_close(out[finite], reference[finite], rtol=rtol, atol=rtol)
 
 
-@pytest.mark.parametrize("backend", DLR_BACKENDS)
-def test_dlr_op_propagates_nan_like_the_reference(backend):
+def check_dlr_op_nans(backend: str, device: str) -> None:
+    """The op on ``device`` by ``backend``: NaN exactly where a NaN sample is read, the other
+    values as the float64 reference's."""
     x, weight, bias, dilations, pool = dlr_inputs()
     expected = expected_dlr_nans(x, weight.shape[2], dilations, pool)
     expected = expected.repeat_interleave(weight.shape[1], dim=1)  # every channel of a branch
     assert expected[0].any() and not expected[0].all() and not expected[1:].any()
     reference = dlr(x.double(), weight.double(), bias.double(), dilations, pool, backend="torch")
     with torch.no_grad():
-        out = dlr(x, weight, bias, dilations, pool, backend=backend)
-    assert_same_nans_and_close(out, expected, reference.float())
+        out = dlr(x.to(device), weight.to(device), bias.to(device), dilations, pool,
+                  backend=backend)
+    assert_same_nans_and_close(out.cpu(), expected, reference.float())
+
+
+@pytest.mark.parametrize("backend", DLR_BACKENDS)
+def test_dlr_op_propagates_nan_like_the_reference(backend):
+    check_dlr_op_nans(backend, "cpu")
+
+
+@pytest.mark.skipif(not GPU_DLR_BACKENDS, reason="needs a CUDA GPU with a compiled DLR backend")
+@pytest.mark.parametrize("backend", GPU_DLR_BACKENDS or ["none"])
+def test_gpu_dlr_op_propagates_nan_like_the_reference(backend):
+    check_dlr_op_nans(backend, "cuda")
 
 
 @pytest.mark.parametrize("backend", DLR_BACKENDS)

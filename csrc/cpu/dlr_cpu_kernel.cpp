@@ -34,9 +34,8 @@ typedef float vec_unaligned __attribute__((vector_size(kWidth * sizeof(float)), 
 inline vec load(const float* p) { return *reinterpret_cast<const vec_unaligned*>(p); }
 inline void store(float* p, vec v) { *reinterpret_cast<vec_unaligned*>(p) = v; }
 inline vec splat(float v) { return vec{} + v; }
-// ReLU that keeps NaN (as torch.relu): only steps known to be negative become 0.
+// dlr::relu of dlr_tile.h on a vector: keeps NaN (as torch.relu).
 inline vec relu(vec v) { return v < 0 ? 0 : v; }
-inline float relu(float v) { return v < 0.f ? 0.f : v; }
 inline float horizontal_sum(vec v) {
   float s = 0.f;
   for (int i = 0; i < kWidth; ++i) s += v[i];
@@ -65,7 +64,7 @@ inline float scalar_pooled_sum(const float* x, const float* wc, float bc, int64_
                                int64_t dilation, int64_t t_begin, int64_t t_end) {
   float s = 0.f;
   for (int64_t t = t_begin; t < t_end; ++t)
-    s += relu(preactivation(x + t, wc, bc, taps, dilation));
+    s += dlr::relu(preactivation(x + t, wc, bc, taps, dilation));
   return s;
 }
 

@@ -61,7 +61,7 @@ __global__ void forward_kernel(const float* x, const float* w, const float* b, D
   for (int64_t c = 0; c < geo.channels; ++c) {
     float s = 0.f;
     for (int64_t t = threadIdx.x; t < geo.pool; t += blockDim.x)
-      s += fmaxf(0.f, preactivation(xf + t, w_s + c * geo.taps, b_s[c], geo.taps, dilation));
+      s += relu(preactivation(xf + t, w_s + c * geo.taps, b_s[c], geo.taps, dilation));
     s = block_sum(s, scratch);
     if (threadIdx.x == 0) out[geo.out_index(n, branch, c, frame)] = s / float(geo.pool);
   }

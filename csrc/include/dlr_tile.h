@@ -79,6 +79,13 @@ DLR_HD T preactivation(const T* x, const T* w, T bias, int64_t taps, int64_t dil
   return acc;
 }
 
+// ReLU that keeps NaN, as torch.relu: only a step known to be negative becomes 0 (fmaxf and
+// std::max would turn NaN into 0).
+template <typename T>
+DLR_HD T relu(T v) {
+  return v < T(0) ? T(0) : v;
+}
+
 // Gradient reaching one full-rate step from its pooled output: the ReLU mask of the
 // recomputed pre-activation times the pooled gradient / pool. A NaN pre-activation passes the
 // gradient, as torch's ReLU backward (``result <= 0 ? 0 : grad``) does.
