@@ -1,5 +1,5 @@
-"""Compile dlr-engine's Triton DLR kernels for Hopper (sm_90) without a GPU and report what the
-compiler made: the tensor-core instructions in the PTX (``mma.sync`` / ``wgmma``), registers,
+"""Compile dlr-engine's Triton DLR kernels (and the mel kernel) for Hopper (sm_90) without a GPU
+and report what the compiler made: the tensor-core instructions in the PTX (``mma.sync`` / ``wgmma``), registers,
 spill stack and local memory per thread (``cuobjdump -res-usage`` on the cubin, with the
 cuobjdump Triton ships).
 
@@ -27,7 +27,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from dlr_engine.kernels import dlr_fused  # noqa: E402
+from dlr_engine.kernels import dlr_fused, melspec  # noqa: E402
 from dlr_engine.ops import dlr_triton  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
@@ -37,17 +37,38 @@ KERNELS = {dlr_fused.dlr_forward_kernel: dlr_triton.TIME_CONFIGS,
            dlr_fused.dlr_input_grad_kernel: dlr_triton.INPUT_GRAD_CONFIGS}
 
 
+INT_POINTERS = ("dilations_ptr", "bands_ptr")
+FLOAT_SCALARS = ("log_multiplier", "amin")
+MEL_CONSTEXPRS = {"POWER": 2.0, "LOG": True, "BLOCK_T": melspec.BLOCK_T,
+                  "BLOCK_F": melspec.BLOCK_F, "BLOCK_M": melspec.MEL_BLOCK}
+"""The mel forward of the dlr preset (power 2, dB), as its launcher compiles it."""
+
+
 def signature(kernel) -> dict[str, str]:
-    """Pointer arguments float32 (dilations int32), other runtime arguments int32."""
+    """Pointers float32 (tables int32), scalars int32 (log scales float32)."""
     types = {}
     for name in kernel.arg_names:
         if name.isupper():
             types[name] = "constexpr"
-        elif name == "dilations_ptr":
-            types[name] = "*i32"
+        elif name.endswith("_ptr"):
+            types[name] = "*i32" if name in INT_POINTERS else "*fp32"
         else:
-            types[name] = "*fp32" if name.endswith("_ptr") else "i32"
+            types[name] = "fp32" if name in FLOAT_SCALARS else "i32"
     return types
+
+
+def compile_for_hopper(kernel, constexprs: dict, num_warps: int, num_stages: int, tool):
+    """(tensor-core instructions in the PTX, resource usage) of ``kernel`` for sm_90."""
+    compiled = triton.compile(
+        ASTSource(fn=kernel, signature=signature(kernel), constexprs=constexprs),
+        target=TARGET, options={"num_warps": num_warps, "num_stages": num_stages})
+    found = sorted(set(TENSOR_CORE.findall(compiled.asm["ptx"])))
+    return found, resource_usage(compiled.asm["cubin"], tool)
+
+
+def describe(found: list[str], usage: dict[str, int]) -> str:
+    return (f"{', '.join(found) or 'no tensor-core instruction (FMA)'}; "
+            + " ".join(f"{k}={v}" for k, v in usage.items()))
 
 
 def cuobjdump() -> str | None:
@@ -80,21 +101,22 @@ def main(argv: list[str] | None = None) -> int:
                 constexprs = {"TAPS": 16, "BLOCK_C": 32, "BLOCK_K": 16, "EMULATED": False,
                               "PRECISION": dlr_triton._KERNEL_PRECISION[precision],
                               **config.kwargs}
-                compiled = triton.compile(
-                    ASTSource(fn=kernel, signature=signature(kernel), constexprs=constexprs),
-                    target=TARGET, options={"num_warps": config.num_warps,
-                                            "num_stages": config.num_stages})
-                found = sorted(set(TENSOR_CORE.findall(compiled.asm["ptx"])))
-                usage = resource_usage(compiled.asm["cubin"], tool)
+                found, usage = compile_for_hopper(kernel, constexprs, config.num_warps,
+                                                  config.num_stages, tool)
                 name = kernel.fn.__name__
                 tile = ", ".join(f"{k}={v}" for k, v in config.kwargs.items())
                 print(f"{name:24s} {precision:8s} {tile}, {config.num_warps} warps: "
-                      f"{', '.join(found) or 'no tensor-core instruction (FMA)'}; "
-                      + " ".join(f"{k}={v}" for k, v in usage.items()))
+                      + describe(found, usage))
                 if precision != "float32" and not found:
                     problems.append(f"{name} {precision}: no mma / wgmma")
                 if name != "dlr_input_grad_kernel" and usage.get("STACK", 0):
                     problems.append(f"{name} {precision} ({tile}): spills {usage['STACK']} B")
+    found, usage = compile_for_hopper(melspec.mel_from_spectrum_kernel, MEL_CONSTEXPRS, 4, 3,
+                                      tool)
+    print(f"{'mel_from_spectrum_kernel':24s} float32  dlr preset, 4 warps: "
+          + describe(found, usage))
+    if usage.get("STACK", 0):
+        problems.append(f"mel_from_spectrum_kernel: spills {usage['STACK']} B")
     if tool is None:
         print("registers and spills not shown: no cuobjdump found")
     for problem in problems:

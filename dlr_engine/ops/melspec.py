@@ -232,11 +232,9 @@ def melspec_fused(padded: Tensor, window: Tensor, mel_fb: Tensor, n_fft: int, ho
     Returns (batch, n_mels, frames) float32: mel power, or ``log_multiplier * log10(max(amin,
     mel))`` when ``log_multiplier`` is non-zero.
     """
-    kernels = _kernels()
-    cos, sin, tap_offset = kernels.dft_basis(window, n_fft)
-    return kernels.melspec_forward(padded.contiguous(), cos, sin,
-                                   mel_fb.to(torch.float32).contiguous(), hop_length, frames,
-                                   tap_offset, power, log_multiplier, amin)
+    return _kernels().melspec_forward(padded.contiguous(), window,
+                                      mel_fb.to(torch.float32).contiguous(), n_fft, hop_length,
+                                      frames, power, log_multiplier, amin)
 
 
 @melspec_fused.register_fake
