@@ -47,7 +47,9 @@ def test_summary_prints_per_clip_times_ratios_and_errors(tmp_path):
                "grad_bias": 1e-4},
               {"check": "real_shapes", "backend": "cuda", "precision": "float32", "batch": 4,
                "tolerance": 1e-5, "out": 1e-7, "grad_x": 1.75e-4, "grad_weight": 9.5e-5,
-               "grad_bias": 2e-5}]
+               "grad_bias": 2e-5},
+              {"check": "mel_real_shapes", "backend": "mel", "precision": "librosa", "batch": 4,
+               "tolerance": 1e-5, "out": 3e-7}]
     (tmp_path / "errors.jsonl").write_text("".join(json.dumps(e) + "\n" for e in errors))
     run = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_check_summary.py"),
                           str(tmp_path / "bench.json"), str(tmp_path / "errors.jsonl"),
@@ -61,6 +63,8 @@ def test_summary_prints_per_clip_times_ratios_and_errors(tmp_path):
     assert "skipped: runs on cpu only" in run.stdout
     tf32 = next(line for line in lines if line.startswith("triton   tf32"))
     cuda = next(line for line in lines if line.startswith("cuda"))
-    assert tf32.endswith("ok") and cuda.endswith("FAILS")
+    mel = next(line for line in lines if line.startswith("mel"))
+    assert tf32.endswith("ok") and cuda.endswith("FAILS") and mel.endswith("ok")
+    assert mel.count(" - ") == 3  # no gradients measured
     kept = json.loads((tmp_path / "H200.json").read_text())
     assert kept["commit"] == "abc123" and kept["real_shape_errors"] == errors

@@ -23,6 +23,7 @@ import torch
 
 from dlr_engine.config import PAPER
 from dlr_engine.nn import DLR
+from dlr_engine.spectral import MEL_PRESETS, MelSpectrogram
 from dlr_engine.ops.backends import explain
 from dlr_engine.ops.dlr_op import dlr
 from dlr_engine.ops.dlr_reference import dlr_reference
@@ -39,6 +40,9 @@ SEED = int(os.environ.get("DLR_GPU_CHECK_SEED") or time.time_ns() % 2**31)
 CASES = [("triton", p) for p in triton_module.PRECISIONS] + [("cuda", "float32")]
 FLOAT64_TOLERANCE = 1e-10
 """The GPU's float64 reference against the CPU's."""
+MEL_TOLERANCE = 1e-5
+"""The Triton mel (float32 FFT + fused projection and dB) against the float64 reference, as
+tests/test_melspec.py holds it interpreted."""
 
 
 def record(**row) -> None:
@@ -117,3 +121,18 @@ def test_gpu_float64_reference_agrees_with_cpu(inputs, references):
     record(check="gpu_float64_vs_cpu_float64", backend="torch_gpu", precision="float64",
            batch=max(BATCHES), samples=SAMPLES, seed=SEED, tolerance=FLOAT64_TOLERANCE, **errors)
     assert max(errors.values()) < FLOAT64_TOLERANCE, errors
+
+
+@pytest.mark.parametrize("preset", list(MEL_PRESETS))
+def test_triton_mel_matches_cpu_float64_reference(preset):
+    """Each mel preset on 30 s clips, batch 4 (cuFFT + the fused projection kernel)."""
+    sr = MEL_PRESETS[preset].sr
+    generator = torch.Generator().manual_seed(SEED)
+    x = 0.1 * torch.randn(4, round(sr * PAPER.segment_seconds), generator=generator)
+    expected = MelSpectrogram(preset=preset, backend="torch")(x.double())
+    with torch.no_grad():
+        out = MelSpectrogram(preset=preset, backend="triton").cuda()(x.cuda())
+    error = relative_error(out, expected)
+    record(check="mel_real_shapes", backend="mel", precision=preset, batch=4,
+           samples=x.shape[1], seed=SEED, tolerance=MEL_TOLERANCE, out=error)
+    assert out.shape == expected.shape and error < MEL_TOLERANCE
