@@ -56,6 +56,9 @@ def test_symlink_loops_are_walked_once(tmp_path, monkeypatch):
         found = discover(source)
         assert found.ids() == ["a/x.wav", "b/y.wav"]
         assert sorted(scandir.listed) == sorted({os.path.realpath(p) for p in scandir.listed})
+    write(root / "b" / "z.flac", 0.2)
+    both = discover([str(root / "**" / "*.wav"), str(root / "**" / "*.flac")])
+    assert both.ids() == ["a/x.wav", "b/y.wav", "b/z.flac"]
 
 
 def test_unreadable_folder_is_a_failed_row(tmp_path, monkeypatch):

@@ -102,24 +102,25 @@ def _read_manifest(path: str) -> list[str]:
 
 
 class _Walk:
-    """Files under directories, each real directory listed once; folders that cannot be
-    listed go to ``failures``. ``on_folder`` is called after each listed folder (progress)."""
+    """Files under directories; folders that cannot be listed go to ``failures``.
+    ``on_folder`` is called after each listed folder (progress)."""
 
     def __init__(self, on_folder: Callable[[int], None] | None = None) -> None:
-        self.visited: set[tuple[int, int]] = set()
         self.failures: dict[str, str] = {}
         self.on_folder = on_folder
 
     def files(self, top: str) -> list[str]:
-        """Every non-directory entry under ``top`` (symlinks followed once), unsorted."""
+        """Every non-directory entry under ``top``, unsorted; directory symlinks are followed,
+        each real directory listed once per call."""
         found, stack = [], [top]
+        visited: set[tuple[int, int]] = set()
         while stack:
             folder = stack.pop()
             try:
                 st = os.stat(folder)
-                if (st.st_dev, st.st_ino) in self.visited:
+                if (st.st_dev, st.st_ino) in visited:
                     continue
-                self.visited.add((st.st_dev, st.st_ino))
+                visited.add((st.st_dev, st.st_ino))
                 with os.scandir(folder) as listing:
                     entries = list(listing)
             except OSError as error:
