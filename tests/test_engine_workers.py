@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from dlr_engine.engine import extract, pipeline
+from dlr_engine.engine import extract, pipeline, worker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,3 +82,18 @@ def test_outputs_do_not_depend_on_the_schedule(tmp_path, monkeypatch):
     assert runs[0].keys() == runs[1].keys() and len(runs[0]) == 6
     for track_id, mel in runs[0].items():
         np.testing.assert_array_equal(runs[1][track_id], mel)
+
+
+def test_an_abandoned_run_does_not_leave_busy_workers_in_the_pool(tmp_path):
+    """Closing the iterator after one track: the workers still holding tasks are killed, not
+    pooled; the next run gets working ones and completes."""
+    tracks(tmp_path / "in", 6, seconds=3.0)
+    options = dict(model=None, representations="mel", workers=2, segment_seconds=1.0,
+                   progress=False)
+    before = set(worker.pooled_processes())
+    results = extract(tmp_path / "in", **options)
+    next(results)
+    results.close()
+    assert all(process.is_alive() for process in worker.pooled_processes())
+    assert set(worker.pooled_processes()) <= before
+    assert [r.status for r in extract(tmp_path / "in", **options)] == ["ok"] * 6
