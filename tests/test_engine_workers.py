@@ -4,6 +4,7 @@ track-to-worker schedule does not change the outputs."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -97,3 +98,13 @@ def test_an_abandoned_run_does_not_leave_busy_workers_in_the_pool(tmp_path):
     assert all(process.is_alive() for process in worker.pooled_processes())
     assert set(worker.pooled_processes()) <= before
     assert [r.status for r in extract(tmp_path / "in", **options)] == ["ok"] * 6
+
+
+def test_worker_counts_follow_the_usable_cores(monkeypatch):
+    """A process limited to 2 of the machine's cores (a container, taskset) decodes in
+    threads, as on a 2-core machine; limited to 16, it gets 15 processes."""
+    from dlr_engine.engine import extraction
+    for usable, workers, threads in ((2, 0, 3), (16, 15, 17), (64, 16, 65)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=usable: set(range(n)))
+        monkeypatch.setattr(os, "cpu_count", lambda: 128)
+        assert (extraction.default_workers(), pipeline.decode_threads()) == (workers, threads)

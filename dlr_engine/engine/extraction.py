@@ -26,7 +26,7 @@ from ..nn import DLR, PRECISIONS
 from ..ops.dlr_op import precision_unavailable
 from .discover import Corpus, discover, readable
 from .pipeline import ModelRunner, Pipeline, Sink, TrackState, find_module
-from .worker import DecodePlan
+from .worker import DecodePlan, usable_cores
 from .writer import Store, TrackRecord, WriterThread
 
 OUTPUT_FORMAT_VERSION = 2
@@ -120,9 +120,10 @@ def _resolve_device(device: str | torch.device) -> torch.device:
 
 
 def default_workers() -> int:
-    """One decode process per core, less one for the model; on two cores or fewer, 0 (decode
-    threads in this process, one per core plus one: no segment copied between processes)."""
-    cores = os.cpu_count() or 1
+    """One decode process per usable core, less one for the model; on two cores or fewer, 0
+    (decode threads in this process, one per core plus one: no segment copied between
+    processes)."""
+    cores = usable_cores()
     return min(MAX_DEFAULT_WORKERS, cores - 1) if cores > 2 else 0
 
 
@@ -257,7 +258,7 @@ class _Session:
             module.to(self.job.device).eval()
         self.threads = torch.get_num_threads()
         if self.job.device.type == "cpu":
-            cores = os.cpu_count() or 1
+            cores = usable_cores()
             free = cores - self.job.workers if self.job.workers > 0 else cores // 2
             torch.set_num_threads(max(1, free))
 

@@ -14,7 +14,6 @@ is replaced; its queued tracks go to the replacement.
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ import torch
 from torch import nn
 
 from . import worker as decode_workers
-from .worker import DecodePlan, DecodeWorker
+from .worker import DecodePlan, DecodeWorker, usable_cores
 
 LOOKAHEAD_TRACKS = 6
 """Tracks queued ahead per worker, so a worker never waits for its next task."""
@@ -126,7 +125,7 @@ def decode_threads() -> int:
     processes). The extra thread keeps the cores busy while another waits for its inbox to
     drain (tracks are consumed in order) or the model runs: on 2 cores it took the engine from
     0.67x to 0.72x of the decode floor, which itself runs as fast with 3 threads as with 2."""
-    return (os.cpu_count() or 1) + 1
+    return usable_cores() + 1
 
 
 class Pipeline:

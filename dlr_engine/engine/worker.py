@@ -57,6 +57,14 @@ POLL_SECONDS = 0.5
 """How often a decode thread blocked on a full inbox checks whether its owner closed it."""
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity: a container or ``taskset`` limit),
+    not the machine's count, which ``os.cpu_count()`` gives."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 @dataclasses.dataclass(frozen=True)
 class DecodePlan:
     """How a worker turns a file into model inputs (all lengths in samples at ``sample_rate``).
