@@ -120,6 +120,23 @@ def test_names_that_are_not_utf8_are_stored_losslessly(tmp_path, capsys):
     assert [r.path for r in in_memory] == [str(folder / "track0.wav")]
 
 
+def test_a_journal_with_a_name_that_is_not_utf8_is_merged(tmp_path):
+    """The journal an older engine left after a track named ``caf\\xe9.wav`` (its path as a
+    surrogate, which broke every later run into that folder) merges into readable rows."""
+    corpus(tmp_path / "in", seconds=(1.0,))
+    out = tmp_path / "out"
+    out.mkdir()
+    path = os.fsdecode(os.path.join(os.fsencode(tmp_path / "in"), b"caf\xe9.wav"))
+    row = {"path": path, "id": "caf\udce9.wav", "size": 10, "mtime": 1.0, "status": "failed",
+           "error": "old", "params_hash": "0"}
+    (out / ".journal.jsonl").write_text(json.dumps({"row": row, "segments": []}) + "\n")
+    summary = extract(tmp_path / "in", out=out, model=small_dlr(), **OPTIONS)
+    assert summary["ok"] == 1
+    rows = {row["id"]: row for row in manifest(out)}
+    assert rows["caf\\xe9.wav"]["path_bytes"] == os.fsencode(path)
+    assert rows["track0.wav"]["status"] == "ok"
+
+
 # -- resume that verifies what it skips -------------------------------------------------------
 
 def _counts(folder: Path, out: Path, **more) -> tuple[int, int, int]:

@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..io.atomic import write_atomic
+from .discover import readable
 
 MANIFEST_SCHEMA = pa.schema([
     ("path", pa.string()),            # absolute path of the source file (readable: see
@@ -250,6 +251,14 @@ class Store:
                 row = entry["row"]
                 if row.get("path_bytes") is not None:
                     row["path_bytes"] = bytes.fromhex(row["path_bytes"])
+                elif readable(row["path"]) != row["path"]:
+                    # a journal written before issue 17: a name that is not UTF-8 held
+                    # as surrogates, which no Parquet table can take
+                    row["path_bytes"] = os.fsencode(row["path"])
+                    row["path"] = readable(row["path"])
+                row["id"] = readable(row["id"])
+                for segment in entry["segments"]:
+                    segment["id"] = row["id"]
                 records[row["id"]] = TrackRecord(row, entry["segments"])
         return list(records.values())
 
