@@ -4,6 +4,7 @@ forms of the model families against their eager models (random weights and the p
 DLR(13) checkpoint), float32 and bfloat16."""
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 import textwrap
@@ -276,3 +277,15 @@ def test_stack_mixing_torch_and_kernel_blocks(precision):
     with torch.no_grad():
         ref, got = model(image)["embedding"], form(image)["embedding"]
     assert rel_err(got, ref) < (1e-2 if precision == "bfloat16" else 1e-5)
+
+
+def test_fused_stack_off_the_cpu_runs_torch_blocks():
+    """On a non-CPU device the stack runs its folded blocks in torch (NCHW); the meta device
+    checks that path's shapes and that .to(device) reaches the blocks' weights."""
+    form = inference_form(get("dlr_source"))
+    [fused] = form.fused
+    image = torch.randn(2, 1, 64, 128)
+    with torch.no_grad():
+        expected = fused(image)
+        got = copy.deepcopy(fused).to("meta")(image.to("meta"))
+    assert got.device.type == "meta" and got.shape == expected.shape == (2, 32, 2, 4)

@@ -57,7 +57,7 @@ class FoldedBlock:
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
         weight = conv.weight.detach().float()
-        bias = conv.bias.detach().float() if conv.bias is not None else torch.zeros(weight.shape[0])
+        bias = conv.bias.detach().float() if conv.bias is not None else weight.new_zeros(weight.shape[0])
         if bn is not None:
             scale = bn.weight.detach().float() / torch.sqrt(bn.running_var.float() + bn.eps)
             weight = weight * scale[:, None, None, None]

@@ -37,7 +37,9 @@ def _padded_buffer(batch: int, rows: int, cols: int, channels: int,
 
 class ConvStack:
     """forward(image (N, rows, cols) float32) -> (N, rows', cols', channels) float32 (NHWC):
-    the blocks in order on the image as a one-channel input.
+    the blocks in order on the image as a one-channel input. On the CPU each block runs on the
+    fused kernel where it can (``backends``); on other devices the folded blocks run in torch
+    (NCHW: cuDNN on a GPU), the returned NHWC tensor a view of it.
 
     input_affine: (scale, shift) applied to the image before the first block's zero padding
       (a batch norm of the one input channel, as the CRNN's first layer).
@@ -90,6 +92,11 @@ class ConvStack:
         if self.input_affine is not None:
             scale, shift = self.input_affine
             image = image * scale + shift
+        if image.device.type != "cpu":  # one NCHW torch pass per block: cuDNN, no copies
+            x = image.unsqueeze(1)
+            for block in self.blocks:
+                x = conv_block_reference(x, block)
+            return x.permute(0, 2, 3, 1)
         backends = self.backends(image, bfloat16)
         dtypes = [torch.bfloat16 if name == "cpu_bf16" else torch.float32 for name in backends]
         batch, rows, cols = image.shape
