@@ -241,10 +241,17 @@ class DecodeWorker:
     tasks submitted whose last message has not reached the inbox yet.
     """
 
+    @property
+    def pending(self) -> int:
+        # two counters, each written by one thread only (submit: the caller; answered: the
+        # pump), so no update is lost as with one counter updated from both
+        return self._submitted - self._answered
+
+
     def __init__(self, process: bool = True, inbox_size: int = 16, context=None) -> None:
         self.inbox: queue.Queue = queue.Queue(maxsize=inbox_size)
         self.inbox_size = inbox_size
-        self.pending = 0
+        self._submitted = self._answered = 0
         self._closed = threading.Event()
         self._ready = not process
         self.process = None
@@ -274,7 +281,7 @@ class DecodeWorker:
             except queue.Full:
                 continue
             if message[0] in ("end", "error"):
-                self.pending -= 1
+                self._answered += 1
             return
         raise _Stopped
 
@@ -308,7 +315,7 @@ class DecodeWorker:
     def submit(self, track: int, path: str, plan: DecodePlan) -> None:
         """Queue a task. A worker process that has died cannot take it: the send fails, and
         the death reaches ``get()`` as ``("died", why)``, whose handler requeues the task."""
-        self.pending += 1
+        self._submitted += 1
         try:
             self._submit((track, path, plan))
         except OSError:  # BrokenPipeError: the process is gone; _pump reports it
