@@ -43,7 +43,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if _has_default(action) and not re.search(r"\(default\b|\bdefault: ", text):
+        if _has_default(action) and not re.search(r"\(default:? |\bdefault: ", text):
             text = super()._get_help_string(action)
         return plain_text(text)
 
