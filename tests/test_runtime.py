@@ -289,3 +289,14 @@ def test_fused_stack_off_the_cpu_runs_torch_blocks():
         expected = fused(image)
         got = copy.deepcopy(fused).to("meta")(image.to("meta"))
     assert got.device.type == "meta" and got.shape == expected.shape == (2, 32, 2, 4)
+
+
+def test_inference_form_pickles_and_copies():
+    """Ray actors get the model pickled; the engine deep-copies it to change precision."""
+    import pickle
+    form = load_model("default", for_inference=True)
+    x = torch.randn(1, form.min_samples)
+    expected = form(x)
+    for clone in (pickle.loads(pickle.dumps(form)), copy.deepcopy(form)):
+        got = clone(x)
+        assert all(torch.equal(got[key], expected[key]) for key in expected)

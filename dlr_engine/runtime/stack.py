@@ -53,9 +53,12 @@ class ConvStack:
         self.input_affine = input_affine
         self._workspace = threading.local()
 
-    def __deepcopy__(self, memo: dict) -> ConvStack:
-        import copy
-        return ConvStack(copy.deepcopy(self.blocks, memo), self.input_affine)
+    def __getstate__(self) -> dict:
+        """Copies and pickles (``copy.deepcopy``, Ray actors) leave the buffers behind."""
+        return {"blocks": self.blocks, "input_affine": self.input_affine}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["blocks"], state["input_affine"])
 
     def _buffer(self, index: int, batch: int, rows: int, cols: int, channels: int,
                 padding: tuple[int, int, int, int], dtype: torch.dtype,
