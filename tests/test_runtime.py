@@ -300,3 +300,13 @@ def test_inference_form_pickles_and_copies():
     for clone in (pickle.loads(pickle.dumps(form)), copy.deepcopy(form)):
         got = clone(x)
         assert all(torch.equal(got[key], expected[key]) for key in expected)
+
+
+def test_conv_block_op_opcheck():
+    block = random_block(32, 32, (3, 3), (2, 2), "relu", (1, 1, 1, 1))
+    x = F.pad(torch.randn(2, 32, 9, 11), block.padding).permute(0, 2, 3, 1).contiguous()
+    out = torch.empty(2, *block.out_size(x.shape[1], x.shape[2]), 32)
+    packed = block.packed(False, conv_block_module._extension().conv_block_channel_multiple())
+    geometry = conv_block_module._geometry(tuple(x.shape), x.stride(), block, out.stride())
+    torch.library.opcheck(conv_block_module._conv_block_op,
+                          (x, packed, block.bias, out, geometry, 1, False))
