@@ -76,3 +76,12 @@ def test_scalar_and_numpy_input_are_refused_naming_x(name):
     with pytest.raises(TypeError, match=r"x must be a torch.Tensor .* numpy.ndarray; wrap it "
                                         r"with torch.from_numpy\(x\)"):
         module(np.zeros((1, samples), np.float32))
+
+
+@pytest.mark.parametrize("paths", [np.zeros(8000, dtype=np.float32), [np.zeros(3)], 3.0],
+                         ids=["array", "list-of-arrays", "float"])
+def test_extract_refuses_audio_in_memory_naming_paths(paths):
+    from dlr_engine import extract
+
+    with pytest.raises(TypeError, match="paths must"):
+        list(extract(paths, model="none", representations="mel"))

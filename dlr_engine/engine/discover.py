@@ -181,6 +181,19 @@ def _identity(path: str) -> tuple:
     return (st.st_dev, st.st_ino)
 
 
+def _path_list(paths) -> list:
+    """``paths`` as a list of path-likes; audio already in memory (or anything else) is refused."""
+    if hasattr(paths, "__array__") or not hasattr(paths, "__iter__"):
+        raise TypeError(f"paths must be a glob, a path or a list of them, not "
+                        f"{type(paths).__name__}; for audio already in memory call the module "
+                        f"directly, e.g. dlr_engine.DLR()(torch.from_numpy(audio))")
+    sources = list(paths)
+    for source in sources:
+        if not isinstance(source, (str, bytes, os.PathLike)):
+            raise TypeError(f"paths must hold file names, not {type(source).__name__}")
+    return sources
+
+
 def discover(paths: str | os.PathLike | Iterable[str | os.PathLike],
              shard: tuple[int, int] | None = None, progress: bool = False) -> Corpus:
     """The files named by ``paths`` (a glob, directory, manifest or file, or a list of them),
@@ -190,7 +203,7 @@ def discover(paths: str | os.PathLike | Iterable[str | os.PathLike],
 
     Raises ``FileNotFoundError`` when nothing matches.
     """
-    sources = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    sources = [paths] if isinstance(paths, (str, os.PathLike)) else _path_list(paths)
     bar = None
     if progress:
         from tqdm.auto import tqdm
