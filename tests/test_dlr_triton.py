@@ -11,7 +11,10 @@ respected: the tests then run compiled on a CUDA device, or are skipped without 
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -177,3 +180,27 @@ def test_rejects_float64_and_short_clips():
         dlr_triton.dlr_forward(x.double(), weight, bias, (1, 2, 3), 4)
     with pytest.raises(ValueError, match="receptive field"):
         dlr_triton.dlr_forward(x[:, :9], weight, bias, (1, 2, 3), 4)  # field 7 + pool 4 - 1 = 10
+
+
+def test_compiled_mode_autotunes_on_the_geometry():
+    """The compiled branch of the launcher (only a GPU machine imports it otherwise): each
+    kernel autotuned on the geometry and precision, time tiles pruned to the pool window."""
+    code = """if True:
+        import json
+        from dlr_engine.ops import dlr_triton as d
+        kernels = (d._forward_kernel, d._weight_grad_kernel, d._input_grad_kernel)
+        pruned = {pool: [c.kwargs["BLOCK_T"]
+                         for c in d._pool_tiles(d.TIME_CONFIGS, {"pool": pool})]
+                  for pool in (8, 200, 256)}
+        print(json.dumps({"interpreted": d.INTERPRETED, "keys": [k.keys for k in kernels],
+                          "configs": [len(k.configs) for k in kernels], "pruned": pruned}))"""
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip().splitlines()[-1]
+    report = json.loads(out)
+    assert report["interpreted"] is False
+    assert report["keys"] == [dlr_triton.GEOMETRY_KEY] * 3
+    assert report["configs"] == [len(configs) for configs in (
+        dlr_triton.TIME_CONFIGS, dlr_triton.WEIGHT_GRAD_CONFIGS, dlr_triton.INPUT_GRAD_CONFIGS)]
+    assert report["pruned"] == {"8": [128],  # no tile fits: the smallest, alone
+                                "200": [128, 128, 256, 256], "256": [128, 128, 256, 256]}
