@@ -27,7 +27,9 @@ tuned on the test split:
 Row fields (``ROW_FIELDS``): ``model`` (row name), ``registry`` (model name), ``input`` (FCN input),
 ``options`` (JSON model options), ``params`` (trainable parameters; forests: of the DNNs feeding
 them), ``epochs``, ``seconds_per_epoch`` (training pass only, validation excluded),
-``style_accuracy``, ``tempo_accuracy`` (test split), ``val_score`` (best validation score),
+``style_accuracy``, ``tempo_accuracy`` (test split), ``out_of_source_tempo_accuracy`` (tempo class
+on SoundFont grooves of the default model's out-of-source split: ``default_model.out_of_source``,
+None without a SoundFont), ``val_score`` (best validation score),
 ``status`` (ok | error) and ``note``.
 """
 from __future__ import annotations
@@ -46,11 +48,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from dlr_engine.data import soundfont
 from dlr_engine.data.synth import SynthRhythmDataset
 from dlr_engine.models import ncms, registry
 from dlr_engine.models.fcn import INPUT_KINDS
 from dlr_engine.train.datasets import InMemory
 from dlr_engine.train.tasks import TASKS
+from dlr_engine.train.default_model import OUT_OF_SOURCE_SEED
 from dlr_engine.train.trainer import BEST, TrainConfig, Trainer, build_datasets, build_model, evaluate
 
 from . import machine
@@ -108,7 +112,7 @@ ENTRIES = (
 )
 """The trained rows, in table order; the forest rows follow."""
 ROW_FIELDS = ("model", "registry", "input", "options", "params", "epochs", "seconds_per_epoch",
-              "style_accuracy", "tempo_accuracy", "val_score", "status", "note")
+              "style_accuracy", "tempo_accuracy", "out_of_source_tempo_accuracy", "val_score", "status", "note")
 
 
 @dataclass
@@ -118,13 +122,18 @@ class Splits:
     train: InMemory
     val: InMemory
     test: InMemory
+    out_of_source: InMemory | None = None
+    """``test_clips`` SoundFont grooves of the default model's out-of-source split (other kits,
+    grooves and room than any training data; tempo labels only), None without a SoundFont."""
 
 
 def splits(setting: Setting) -> Splits:
     train, val = build_datasets(base_config(setting))
     test = InMemory(SynthRhythmDataset(setting.test_clips, setting.data_seed + TEST_SEED_OFFSET,
                                        setting.seconds), progress=False)
-    return Splits(train, val, test)
+    foreign = None if soundfont.availability() else InMemory(soundfont.SoundFontDrumDataset(
+        setting.test_clips, OUT_OF_SOURCE_SEED, setting.seconds, split="out_of_source"), progress=False)
+    return Splits(train, val, test, foreign)
 
 
 def base_config(setting: Setting, out: str = "", device: str = "cpu") -> TrainConfig:
@@ -164,6 +173,8 @@ def train_entry(entry: Entry, setting: Setting, data: Splits, device: str,
                options=json.dumps(entry.options), params=parameters(model), epochs=len(history),
                seconds_per_epoch=float(np.mean([record["seconds"] for record in history])),
                style_accuracy=test["style_accuracy"], tempo_accuracy=test["tempo_class_accuracy"],
+               out_of_source_tempo_accuracy=None if data.out_of_source is None else evaluate(
+                   model, task, data.out_of_source, setting.batch_size, device)["tempo_class_accuracy"],
                val_score=trainer.best_score)
     return row, model
 
@@ -261,6 +272,7 @@ TABLE_COLUMNS = (
     ("s / epoch", lambda r: _fmt(r["seconds_per_epoch"], ".1f")),
     ("style acc", lambda r: _fmt(r["style_accuracy"], ".3f")),
     ("tempo acc", lambda r: _fmt(r["tempo_accuracy"], ".3f")),
+    ("tempo acc out of source", lambda r: _fmt(r["out_of_source_tempo_accuracy"], ".3f")),
     ("status", lambda r: r["status"] if r["status"] == "ok" else f"{r['status']}: {r['note']}"),
 )
 
@@ -273,7 +285,9 @@ def header_lines(header: dict[str, Any]) -> list[str]:
         f"{TASK} on the synthetic corpus, clips of {setting['seconds']:g} s at {CORPUS_RATE} Hz: "
         f"{setting['train_clips']} training (seed {setting['data_seed']}), {setting['val_clips']} "
         f"validation (seed {setting['data_seed'] + 1}; picks the epoch), {setting['test_clips']} test "
-        f"(seed {setting['data_seed'] + TEST_SEED_OFFSET}; the accuracies)",
+        f"(seed {setting['data_seed'] + TEST_SEED_OFFSET}; the accuracies); tempo acc out of source: "
+        f"{setting['test_clips']} SoundFont drum grooves of the out-of-source split (seed {OUT_OF_SOURCE_SEED}; "
+        f"kits, grooves and room no training saw; '-' without a SoundFont)",
         f"trainer: epochs {setting['epochs']}, batch {setting['batch_size']}, Adam lr 1e-3, cosine "
         f"schedule, model seed {setting['seed']}; every model at its defaults but {options}",
         f"ncms forest rows: {setting['trees']}-tree random forests (style, tempo class) on the 5 s "

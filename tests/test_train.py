@@ -145,6 +145,18 @@ def test_resume_continues_bit_identically(tmp_path, clips, augment):
     assert (tmp_path / "resumed" / "log.jsonl").read_text().count("\n") == 3
 
 
+def test_init_starts_from_the_given_weights_and_refuses_another_architecture(tmp_path):
+    config = TrainConfig(out=str(tmp_path), model_options={"dlr": SMALL_DLR}, seed=3)
+    start = build_model(config)
+    save_model(start, tmp_path / "start.safetensors")
+    tuned = build_model(TrainConfig(out=str(tmp_path), model_options={"dlr": SMALL_DLR}, seed=4,
+                                    init=str(tmp_path / "start.safetensors")))
+    for (name, value), expected in zip(tuned.state_dict().items(), start.state_dict().values()):
+        assert torch.equal(value, expected), name
+    with pytest.raises(ValueError, match="same architecture"):
+        build_model(TrainConfig(out=str(tmp_path), init=str(tmp_path / "start.safetensors")))  # 128 channels
+
+
 def test_clips_without_a_style_train_the_tempo_head_only():
     task = SourceTask()
     torch.manual_seed(0)
@@ -265,6 +277,23 @@ def test_shipped_default_model():
     assert out["tempo_logits"].shape == (2, 4)
     assert out["dlr"].shape == (2, 128, 58)
     assert torch.isfinite(out["tempo_logits"]).all()
+
+
+def test_shipped_default_model_records_its_recipe_and_both_evaluations():
+    meta = registry.metadata(registry.DEFAULT_WEIGHTS)
+    assert meta["training_command"].startswith(registry.DEFAULT_COMMAND)
+    training = json.loads(meta["training"])
+    corpus = json.loads(meta["train_corpus"])
+    assert training["soundfont"] == corpus["soundfont"]["clips"] > 0 and training["augment"]
+    for key, kinds in (("held_out", {"synth"}), ("out_of_source", {"soundfont out_of_source"})):
+        tests = json.loads(meta[key])
+        assert tests and {test["source"] for test in tests} == kinds
+        for test in tests:
+            confusion = np.array(test["tempo_class_confusion"])
+            assert confusion.shape == (4, 4) and confusion.sum() == test["clips"]
+            assert test["tempo_class_accuracy"] == pytest.approx(np.trace(confusion) / confusion.sum())
+            if key == "held_out":
+                assert np.sum(test["style_confusion"]) == test["clips"]
 
 
 AT_8KHZ = {"mcclstm": {"sample_rate": 8000}, "ncms": {"sample_rate": 8000}}

@@ -46,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "joined by '+' (mel+dlr)")
     parser.add_argument("--model-options", type=json.loads, default={}, metavar="JSON",
                         help='extra model options, e.g. \'{"dlr": {"channels": 8}}\'')
+    parser.add_argument("--init", metavar="MODEL", help="start from this .safetensors model's weights "
+                                                          "(same architecture and labels: fine-tuning)")
     parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     parser.add_argument("--lr", type=float, default=DEFAULTS.lr)
@@ -72,6 +74,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         synthetic=args.synthetic, val_synthetic=args.val_synthetic, soundfont=args.soundfont,
         val_soundfont=args.val_soundfont, augment=args.augment, data_seed=args.data_seed,
         seconds=args.seconds, in_memory=not args.stream, model=args.model, input=args.input, model_options=args.model_options,
+        init=args.init,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, schedule=args.schedule, patience=args.patience, seed=args.seed,
         backend=args.backend, device=args.device, amp=not args.no_amp, workers=args.workers,

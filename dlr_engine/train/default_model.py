@@ -16,13 +16,16 @@ tested on
   chain that training never sees), at ``--out-of-source-seconds``;
 
 and written to ``--out`` with the label names, the preprocessing, the training command, data and
-seeds, and both evaluations (accuracies and confusion matrices) in its metadata. Needs the
+seeds, and both evaluations (accuracies and confusion matrices) in its metadata. ``--init MODEL``
+fine-tunes an earlier model instead of starting from random weights; the metadata then records
+that model's sha256, training command and evaluations (``init``). Needs the
 ``soundfont`` extra and a GM SoundFont (``data.soundfont``). Interrupted? Run the same command
 again with ``--resume``.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
 import sys
@@ -62,6 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out-of-source-seconds", type=float, nargs="+", default=[30.0],
                         help="out-of-source clip lengths; the first is the headline figure")
     parser.add_argument("--no-augment", action="store_true", help="train on the clips as rendered")
+    parser.add_argument("--init", type=Path, metavar="MODEL",
+                        help="fine-tune this .safetensors source-task model (e.g. an earlier default) "
+                             "instead of training from a random initialisation")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -113,6 +119,14 @@ def evaluations(model, args: argparse.Namespace) -> tuple[list[dict], list[dict]
     return tests, foreign
 
 
+def _describe_init(path: Path) -> dict:
+    """What a fine-tuned model started from: the file's name and sha256, and the training command
+    and evaluations its own metadata records."""
+    meta = registry.metadata(path)
+    return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            **{key: meta[key] for key in ("training_command", "train_corpus", "held_out") if key in meta}}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     soundfont = find_soundfont()  # fail before training if the SoundFont source cannot run
@@ -123,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--out is required (where to write the trained model)")
     config = TrainConfig(task="source-task", out=args.work, synthetic=args.clips, val_synthetic=args.val_clips,
                          soundfont=args.soundfont_clips, val_soundfont=args.val_soundfont_clips,
-                         augment=not args.no_augment, data_seed=TRAIN_SEED, seconds=args.seconds,
+                         augment=not args.no_augment, init=None if args.init is None else str(args.init),
+                         data_seed=TRAIN_SEED, seconds=args.seconds,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=MODEL_SEED,
                          backend=args.backend, progress=not args.no_progress)
     trainer = train(config, resume=args.resume)
@@ -146,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         "best_epoch": json.dumps({key: value for key, value in best.items() if key != "val"}),
         "held_out": json.dumps(tests),
         "out_of_source": json.dumps(foreign),
+        **({"init": json.dumps(_describe_init(args.init))} if args.init else {}),
     })
     print(f"wrote {args.out}")
     return 0

@@ -75,6 +75,8 @@ class TrainConfig:
       heads (its other heads are left out).
     input: the FCN's input (``mel``, ``dlr``, ``tempogram``, ``mel+dlr``), on either task.
     model_options: more constructor options of the model (e.g. ``{"dlr": {"channels": 8}}``).
+    init: start from the weights of this ``.safetensors`` model (same architecture and labels;
+      fine-tuning) instead of a random initialisation.
     patience: stop after this many epochs without a better validation score (None: never).
     backend: force a DLR op backend (``cpu``, ``torch``, ...).
     device: ``cpu``, ``cuda`` (default: ``cuda`` when available).
@@ -95,6 +97,7 @@ class TrainConfig:
     model: str | None = None
     input: str = "dlr"
     model_options: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None
     epochs: int = 10
     batch_size: int = 16
     lr: float = 1e-3
@@ -150,7 +153,8 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
 
 
 def build_model(config: TrainConfig) -> nn.Module:
-    """The task's model, initialised from ``config.seed``, with the task's label names."""
+    """The task's model, initialised from ``config.seed`` (or loaded from ``config.init``), with
+    the task's label names."""
     task = TASKS[config.task]()
     name = config.model or task.model_name
     options = task.model_options()
@@ -165,6 +169,14 @@ def build_model(config: TrainConfig) -> nn.Module:
                          f"clips are at {PAPER.sample_rate} Hz; pass --model-options "
                          f"'{{\"sample_rate\": {PAPER.sample_rate}}}'")
     model.label_names = task.label_names
+    if config.init:
+        start = registry.load_model(config.init, backend=config.backend)
+        here, there = (name, model.config()), (registry.name_of(start), start.config())
+        if here != there or start.label_names != model.label_names:
+            raise ValueError(f"init {config.init} is a {there} model with labels {start.label_names}, but "
+                             f"this run trains a {here} model with labels {model.label_names}; "
+                             f"give a model of the same architecture and task")
+        model.load_state_dict(start.state_dict())
     return model
 
 
