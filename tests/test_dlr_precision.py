@@ -14,7 +14,7 @@ pytest.importorskip("triton")
 from dlr_engine.nn import DLR  # noqa: E402
 from dlr_engine.ops import dlr_triton  # noqa: E402
 from dlr_engine.ops.backends import BackendUnavailable  # noqa: E402
-from dlr_engine.ops.dlr_op import dlr, precision_unavailable  # noqa: E402
+from dlr_engine.ops.dlr_op import dlr, dlr_fused, precision_unavailable  # noqa: E402
 from dlr_engine.ops.dlr_reference import dlr_reference  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not dlr_triton.INTERPRETED,
@@ -46,10 +46,11 @@ def test_module_precision_runs_the_rounded_op_with_gradients(precision):
 
 
 def test_op_with_precision_passes_opcheck():
-    x, weight, bias = torch.randn(1, 60), torch.randn(2, 16, 4), torch.randn(2, 16)
-    from dlr_engine.ops.dlr_op import dlr_fused
+    x, weight, bias = (torch.randn(shape, requires_grad=True)
+                       for shape in ((1, 60), (2, 16, 4), (2, 16)))
     torch.library.opcheck(dlr_fused, (x, weight, bias, list(DILATIONS), POOL, "triton", "tf32"),
-                          test_utils=("test_schema", "test_faketensor"))
+                          test_utils=("test_schema", "test_autograd_registration",
+                                      "test_faketensor"))
 
 
 def test_unavailable_precisions_are_refused_with_reasons():
