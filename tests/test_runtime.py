@@ -133,7 +133,7 @@ def randomize_batch_norms(model: torch.nn.Module, seed: int = 0) -> torch.nn.Mod
     """Non-trivial running statistics and affine parameters, so folding them is tested."""
     g = torch.Generator().manual_seed(seed)
     for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
+        if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
             n = module.num_features
             module.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
             module.running_var.copy_(torch.rand(n, generator=g) + 0.5)
@@ -143,7 +143,7 @@ def randomize_batch_norms(model: torch.nn.Module, seed: int = 0) -> torch.nn.Mod
 
 
 FAMILIES = [("dlr_source", {}, 48000), ("fcn", {"input": "mel+dlr"}, 48000),
-            ("crnn", {}, 40000), ("pooled", {}, 40000)]
+            ("crnn", {}, 40000), ("pooled", {}, 40000), ("samplecnn", {}, 60000)]
 
 
 def check_parity(model, samples, precision, tolerance, x=None):
@@ -272,7 +272,7 @@ def test_stack_mixing_torch_and_kernel_blocks(precision):
     form = inference_form(model, precision)
     [fused] = form.fused
     image = torch.randn(3, 37, 45)
-    assert fused.stack.backends(image, precision == "bfloat16") == [
+    assert fused.stack.backends(image.unsqueeze(3), precision == "bfloat16") == [
         "torch", "cpu_bf16" if precision == "bfloat16" else "cpu"]
     with torch.no_grad():
         ref, got = model(image)["embedding"], form(image)["embedding"]
@@ -310,3 +310,16 @@ def test_conv_block_op_opcheck():
     geometry = conv_block_module._geometry(tuple(x.shape), x.stride(), block, out.stride())
     torch.library.opcheck(conv_block_module._conv_block_op,
                           (x, packed, block.bias, out, geometry, 1, False))
+
+
+@pytest.mark.parametrize("stride, pool", [(3, (1, 1)), (2, (1, 3)), (3, (1, 2))])
+def test_conv_block_column_stride(stride, pool, cpu_isa):
+    """Strided columns (the sample-level CNN's first conv: 3 taps, stride 3)."""
+    g = torch.Generator().manual_seed(0)
+    block = FoldedBlock(torch.randn(32, 2, 1, 3, generator=g), torch.randn(32, generator=g),
+                        (0, 0, 0, 0), pool, "relu", stride)
+    x = torch.randn(2, 2, 1, 301, generator=g)
+    ref = conv_block_reference(x.double(), FoldedBlock(block.weight.double(), block.bias.double(),
+                                                       block.padding, pool, "relu", stride))
+    got = run_kernel(x, block)
+    assert got.shape == ref.shape and rel_err(got, ref) < 1e-6

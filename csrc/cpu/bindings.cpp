@@ -119,14 +119,14 @@ dlr::Framing make_framing(uintptr_t signal, int64_t signal_length, int64_t n_fra
 }
 
 dlr::ConvBlockGeometry make_conv_block(std::vector<int64_t> shape, int activation) {
-  if (shape.size() != 14)
-    throw std::invalid_argument("conv block geometry: expected 14 sizes and strides");
+  if (shape.size() != 15)
+    throw std::invalid_argument("conv block geometry: expected 15 sizes and strides");
   if (activation < 0 || activation > 2)
     throw std::invalid_argument("activation must be 0 (identity), 1 (relu) or 2 (elu)");
   const dlr::ConvBlockGeometry geo{shape[0], shape[1], shape[2], shape[3], shape[4],
                                    shape[5], shape[6], shape[7], shape[8], shape[9],
                                    shape[10], shape[11], shape[12], shape[13],
-                                   static_cast<dlr::Activation>(activation)};
+                                   static_cast<dlr::Activation>(activation), shape[14]};
   return geo;
 }
 
@@ -224,7 +224,8 @@ PYBIND11_MODULE(_dlr_cpu, m) {
       },
       "out <- act(max_pool(conv(x, w)) + bias), never writing the conv output; shape = (batch, "
       "in_rows, in_cols, in_channels, in_batch_stride, in_row_stride, kernel_rows, kernel_cols, "
-      "out_channels, pool_rows, pool_cols, out_batch_stride, out_row_stride, out_col_stride) "
+      "out_channels, pool_rows, pool_cols, out_batch_stride, out_row_stride, out_col_stride, "
+      "stride_cols) "
       "(conv_block_cpu.h); bfloat16: x, w pairs and out bfloat16 (AVX512_BF16).");
   m.def("bf16_supported", &bf16_supported,
         "Whether this CPU runs the bfloat16 forward (AVX512_BF16) and it was built.");

@@ -28,7 +28,7 @@ struct BFloat16Math {
   template <int R>
   static inline void tile(const uint16_t* x, const ConvBlockGeometry& geo, const uint32_t* w,
                           V (&acc)[R][kCoutVectors]) {
-    const int64_t pairs = geo.run() / 2, cin = geo.in_channels;
+    const int64_t pairs = geo.run() / 2, step = geo.col_step();
     __m512 sums[R][kCoutVectors];
     for (int r = 0; r < R; ++r)
       for (int j = 0; j < kCoutVectors; ++j) sums[r][j] = _mm512_setzero_ps();
@@ -42,7 +42,7 @@ struct BFloat16Math {
 #pragma GCC unroll 12
         for (int r = 0; r < R; ++r) {
           uint32_t pair;
-          std::memcpy(&pair, xr + r * cin + 2 * p, sizeof(pair));
+          std::memcpy(&pair, xr + r * step + 2 * p, sizeof(pair));
           const __m512bh xb = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
           for (int j = 0; j < kCoutVectors; ++j) sums[r][j] = _mm512_dpbf16_ps(sums[r][j], xb, wv[j]);
         }

@@ -1,7 +1,7 @@
 // Entry points of the fused inference conv block (conv_block_kernel.cpp, float32, one set per
 // instruction set; conv_block_bf16_kernel.cpp, bfloat16, AVX512_BF16 only).
 //
-// One block: out = max_pool(act(conv2d(x, w) + bias)), evaluated as act(max_pool(conv) + bias)
+// One block: out = max_pool(act(conv2d(x, w, column stride) + bias)), evaluated as act(max_pool(conv) + bias)
 // (exact for the non-decreasing activations here), so the full-size conv output is never
 // written: each work item (clip, pooled output row) keeps the max of its pool_rows conv rows in
 // a buffer of one pooled row (out_cols x out_channels floats) per thread.
@@ -32,10 +32,14 @@ struct ConvBlockGeometry {
   int64_t pool_rows, pool_cols;
   int64_t out_batch_stride, out_row_stride, out_col_stride;
   Activation activation;
+  int64_t stride_cols;  // conv stride along columns (rows: 1)
 
   int64_t out_rows() const { return (in_rows - kernel_rows + 1) / pool_rows; }
-  int64_t out_cols() const { return (in_cols - kernel_cols + 1) / pool_cols; }
+  int64_t conv_cols() const { return (in_cols - kernel_cols) / stride_cols + 1; }
+  int64_t out_cols() const { return conv_cols() / pool_cols; }
   int64_t run() const { return kernel_cols * in_channels; }
+  // x values between two adjacent conv output columns
+  int64_t col_step() const { return stride_cols * in_channels; }
 };
 
 // Column tile sizes of the kernels (conv output columns per register tile), largest first; a
@@ -45,8 +49,8 @@ constexpr int kConvTileSizes[] = {12, 8, 6, 4, 3, 2, 1};
 // Shapes every kernel needs: a non-empty output and positive sizes.
 inline bool conv_block_shape_ok(const ConvBlockGeometry& geo) {
   return geo.batch > 0 && geo.in_channels > 0 && geo.kernel_rows > 0 && geo.kernel_cols > 0 &&
-         geo.pool_rows > 0 && geo.pool_cols > 0 && geo.out_channels > 0 && geo.out_rows() > 0 &&
-         geo.out_cols() > 0;
+         geo.pool_rows > 0 && geo.pool_cols > 0 && geo.out_channels > 0 && geo.stride_cols > 0 &&
+         geo.in_cols >= geo.kernel_cols && geo.out_rows() > 0 && geo.out_cols() > 0;
 }
 
 #define DLR_DECLARE_CONV_BLOCK(isa)                                                          \

@@ -50,7 +50,7 @@ inline void tile_pool(const typename Math::In* x, const typename Math::Weight* w
   using V = vec<Math::kWidth>;
   constexpr int CV = Math::kCoutVectors;
   V acc[R][CV];
-  Math::template tile<R>(x + col * geo.in_channels, geo, w, acc);
+  Math::template tile<R>(x + col * geo.col_step(), geo, w, acc);
   const int64_t pc = geo.pool_cols, cout_vectors = geo.out_channels / Math::kWidth;
   for (int64_t p = 0; p < R / pc; ++p) {
     V* dst = pooled + (col / pc + p) * cout_vectors + cout_block * CV;
@@ -91,7 +91,7 @@ void run(const typename Math::In* x, const typename Math::Weight* w, const float
   using V = vec<Math::kWidth>;
   constexpr int W = Math::kWidth, CV = Math::kCoutVectors;
   const int64_t out_rows = geo.out_rows(), out_cols = geo.out_cols();
-  const int64_t conv_cols = out_cols * geo.pool_cols;
+  const int64_t conv_cols = out_cols * geo.pool_cols;  // a pooled-away tail is not computed
   const int64_t cout_vectors = geo.out_channels / W, cout_blocks = cout_vectors / CV;
   const int64_t weight_block = geo.kernel_rows * Math::weight_run(geo) * W * CV;
   const int64_t items = geo.batch * out_rows;

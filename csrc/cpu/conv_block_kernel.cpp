@@ -25,7 +25,7 @@ struct Float32Math {
   template <int R>
   static inline void tile(const float* x, const ConvBlockGeometry& geo, const float* w,
                           V (&acc)[R][kCoutVectors]) {
-    const int64_t run = geo.run(), cin = geo.in_channels;
+    const int64_t run = geo.run(), step = geo.col_step();
     for (int r = 0; r < R; ++r)
       for (int j = 0; j < kCoutVectors; ++j) acc[r][j] = V{};
     for (int64_t kr = 0; kr < geo.kernel_rows; ++kr) {
@@ -37,7 +37,7 @@ struct Float32Math {
           wv[j] = *reinterpret_cast<const V*>(wr + (k * kCoutVectors + j) * kWidth);
 #pragma GCC unroll 12
         for (int r = 0; r < R; ++r) {
-          const V xb = V{} + xr[r * cin + k];
+          const V xb = V{} + xr[r * step + k];
           for (int j = 0; j < kCoutVectors; ++j) acc[r][j] += xb * wv[j];
         }
       }

@@ -31,10 +31,12 @@ def _extension():
 
 @dataclass
 class FoldedBlock:
-    """A conv block for inference: VALID conv on an input padded by ``padding`` (left, right,
-    top, bottom), then ``+ bias``, ``activation``, max-pool ``pool`` (rows, cols; (1, 1): none).
+    """A conv block for inference: VALID conv (column stride ``stride``) on an input padded by
+    ``padding`` (left, right, top, bottom), then ``+ bias``, ``activation``, max-pool ``pool``
+    (rows, cols; (1, 1): none).
 
-    weight: (out_channels, in_channels, kernel_rows, kernel_cols) float32, batch norm folded in.
+    weight: (out_channels, in_channels, kernel_rows, kernel_cols) float32, batch norm folded in
+      (a Conv1d is one kernel row over the columns).
     bias: (out_channels,) float32.
     """
 
@@ -43,30 +45,35 @@ class FoldedBlock:
     padding: tuple[int, int, int, int]
     pool: tuple[int, int]
     activation: str
+    stride: int = 1
     _packed: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def fold(cls, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, padding: tuple[int, int, int, int],
-             pool: tuple[int, int] | None, activation: str) -> FoldedBlock:
-        """``conv`` (stride 1, no dilation or groups; its own zero padding is added to
-        ``padding``) followed by eval ``bn`` (running statistics), as one block."""
-        if conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1 \
+    def fold(cls, conv: nn.Conv1d | nn.Conv2d, bn: nn.BatchNorm1d | nn.BatchNorm2d | None,
+             padding: tuple[int, int, int, int], pool: tuple[int, int] | None,
+             activation: str) -> FoldedBlock:
+        """``conv`` (no dilation or groups; a Conv2d of row stride 1; its own zero padding is
+        added to ``padding``) followed by eval ``bn`` (running statistics), as one block."""
+        one_d = isinstance(conv, nn.Conv1d)
+        stride = (1, *conv.stride) if one_d else conv.stride
+        if stride[0] != 1 or set(conv.dilation) != {1} or conv.groups != 1 \
                 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-            raise ValueError(f"{conv} cannot be folded: the inference block needs stride 1, "
+            raise ValueError(f"{conv} cannot be folded: the inference block needs row stride 1, "
                              "dilation 1, groups 1 and numeric zero padding")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
         weight = conv.weight.detach().float()
+        weight = weight.unsqueeze(2) if one_d else weight
         bias = conv.bias.detach().float() if conv.bias is not None else weight.new_zeros(weight.shape[0])
         if bn is not None:
             scale = bn.weight.detach().float() / torch.sqrt(bn.running_var.float() + bn.eps)
             weight = weight * scale[:, None, None, None]
             bias = (bias - bn.running_mean.float()) * scale + bn.bias.detach().float()
-        rows, cols = conv.padding
+        rows, cols = (0, *conv.padding) if one_d else conv.padding
         left, right, top, bottom = padding
         return cls(weight.contiguous(), bias.contiguous(),
                    (left + cols, right + cols, top + rows, bottom + rows),
-                   tuple(pool) if pool is not None else (1, 1), activation)
+                   tuple(pool) if pool is not None else (1, 1), activation, stride[1])
 
     @property
     def out_channels(self) -> int:
@@ -76,7 +83,7 @@ class FoldedBlock:
         """Pooled output (rows, cols) of an input already padded to (padded_rows, padded_cols)."""
         kernel_rows, kernel_cols = self.weight.shape[2:]
         return ((padded_rows - kernel_rows + 1) // self.pool[0],
-                (padded_cols - kernel_cols + 1) // self.pool[1])
+                ((padded_cols - kernel_cols) // self.stride + 1) // self.pool[1])
 
     def packed(self, bfloat16: bool, channel_block: int) -> Tensor:
         """The weights in the kernel's layout, made once per (precision, channel block):
@@ -107,17 +114,18 @@ def activate(x: Tensor, activation: str) -> Tensor:
 def conv_block_reference(x: Tensor, block: FoldedBlock) -> Tensor:
     """The plain-torch block (the specification): x (N, in_channels, rows, cols) unpadded ->
     (N, out_channels, rows', cols') in x's dtype (pooling drops a tail as ``max_pool2d``)."""
-    y = F.conv2d(F.pad(x, block.padding), block.weight.to(x.dtype), block.bias.to(x.dtype))
+    y = F.conv2d(F.pad(x, block.padding), block.weight.to(x.dtype), block.bias.to(x.dtype),
+                 stride=(1, block.stride))
     y = activate(y, block.activation)
     return F.max_pool2d(y, block.pool) if block.pool != (1, 1) else y
 
 
 def _geometry(in_shape: tuple[int, ...], in_strides: tuple[int, ...], block: FoldedBlock,
               out_strides: tuple[int, ...]) -> list[int]:
-    """The kernel's 14 sizes and strides (csrc/cpu/conv_block_cpu.h, ConvBlockGeometry)."""
+    """The kernel's 15 sizes and strides (csrc/cpu/conv_block_cpu.h, ConvBlockGeometry)."""
     _, _, kernel_rows, kernel_cols = block.weight.shape
     return [*in_shape, *in_strides[:2], kernel_rows, kernel_cols, block.out_channels,
-            block.pool[0], block.pool[1], *out_strides[:3]]
+            block.pool[0], block.pool[1], *out_strides[:3], block.stride]
 
 
 def _channels_innermost(x: Tensor) -> bool:

@@ -3,7 +3,8 @@
 ``inference_form(model)`` finds every ``nn.Sequential`` that is a stack of 2D conv blocks on a
 one-channel image -- the ``ConvBlock`` stacks of ``dlr_source`` and ``fcn`` and the CRNN's
 ``conv`` (input batch norm, then Conv2d -> BatchNorm2d -> ELU -> MaxPool2d -> Dropout blocks) --
-and replaces it by a ``FusedConvStack`` (eval batch norm folded into the convolutions, weights
+or of 1D conv blocks (the sample-level CNN's ``features``: Conv1d, strided first, ->
+BatchNorm1d -> ReLU -> MaxPool1d), and replaces it by a ``FusedConvStack`` (eval batch norm folded into the convolutions, weights
 packed once, conv + bias + activation + max-pool per block in one C++ pass). Everything else
 (front-ends, recurrent layers, heads, input checks, output keys) is the model's own code, so
 outputs and errors are the eager model's. The eager model stays the reference.
@@ -30,11 +31,17 @@ FORWARDED_ATTRIBUTES = ("sample_rate", "label_names", "min_samples", "preprocess
 """Attributes of the source model an ``InferenceModel`` answers to as well."""
 
 
-def _pool_of(layer: nn.MaxPool2d) -> tuple[int, int] | None:
-    """(rows, cols) of a plain non-overlapping max-pool, None for any other."""
-    kernel = nn.modules.utils._pair(layer.kernel_size)
-    stride = nn.modules.utils._pair(layer.stride or layer.kernel_size)
-    if stride != kernel or layer.padding not in (0, (0, 0)) or layer.dilation not in (1, (1, 1)) \
+LAYERS = {2: (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d), 1: (nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d)}
+"""Conv, batch norm and max-pool classes of a 2D and of a 1D stack."""
+
+
+def _pool_of(layer: nn.MaxPool1d | nn.MaxPool2d) -> tuple[int, int] | None:
+    """(rows, cols) of a plain non-overlapping max-pool (1D: (1, size)), None for any other."""
+    as_2d = (lambda v: (1, *nn.modules.utils._single(v))) if isinstance(layer, nn.MaxPool1d) \
+        else nn.modules.utils._pair
+    kernel, stride = as_2d(layer.kernel_size), as_2d(layer.stride or layer.kernel_size)
+    pair = nn.modules.utils._pair
+    if stride != kernel or set(pair(layer.padding)) != {0} or set(pair(layer.dilation)) != {1} \
             or layer.ceil_mode or layer.return_indices:
         return None
     return kernel
@@ -54,8 +61,12 @@ def _layers(stack: nn.Sequential) -> list[nn.Module]:
 def fold_stack(stack: nn.Sequential) -> ConvStack | None:
     """``stack`` as a ``ConvStack`` when it is (an optional one-channel BatchNorm2d, then)
     blocks of [padding] Conv2d, optional BatchNorm2d, optional ReLU / ELU(1), optional
-    MaxPool2d, optional Dropout, with a one-channel first conv; None otherwise."""
+    MaxPool2d, optional Dropout, with a one-channel first conv -- or the same of Conv1d,
+    BatchNorm1d and MaxPool1d (any input channels; ``ConvStack.dims`` says which); None
+    otherwise."""
     layers = _layers(stack)
+    dims = 1 if any(isinstance(layer, nn.Conv1d) for layer in layers) else 2
+    conv_type, norm_type, pool_type = LAYERS[dims]
     affine = None
     if layers and isinstance(layers[0], nn.BatchNorm2d) and layers[0].num_features == 1:
         bn = layers.pop(0)
@@ -64,10 +75,10 @@ def fold_stack(stack: nn.Sequential) -> ConvStack | None:
     blocks: list[FoldedBlock] = []
     while layers:
         padding = layers.pop(0) if isinstance(layers[0], tuple) else (0, 0, 0, 0)
-        if not layers or not isinstance(layers[0], nn.Conv2d):
+        if not layers or not isinstance(layers[0], conv_type):
             return None
         conv = layers.pop(0)
-        bn = layers.pop(0) if layers and isinstance(layers[0], nn.BatchNorm2d) else None
+        bn = layers.pop(0) if layers and isinstance(layers[0], norm_type) else None
         activation = "identity"
         if layers and isinstance(layers[0], nn.ReLU):
             activation = "relu"
@@ -76,7 +87,7 @@ def fold_stack(stack: nn.Sequential) -> ConvStack | None:
         if activation != "identity":
             layers.pop(0)
         pool = None
-        if layers and isinstance(layers[0], nn.MaxPool2d):
+        if layers and isinstance(layers[0], pool_type):
             pool = _pool_of(layers.pop(0))
             if pool is None:
                 return None
@@ -88,14 +99,17 @@ def fold_stack(stack: nn.Sequential) -> ConvStack | None:
             blocks.append(FoldedBlock.fold(conv, bn, padding, pool, activation))
         except ValueError:
             return None
-    if not blocks or blocks[0].weight.shape[1] != 1:
+    if not blocks or (dims == 2 and blocks[0].weight.shape[1] != 1):
         return None
-    return ConvStack(blocks, affine)
+    stack = ConvStack(blocks, affine)
+    stack.dims = dims
+    return stack
 
 
 class FusedConvStack(nn.Module):
     """Drop-in for a conv ``nn.Sequential`` in eval: forward(image (N, 1, rows, cols)) ->
-    (N, channels, rows', cols') float32 (a channels-last view). ``bfloat16`` is set by the
+    (N, channels, rows', cols') float32 (a channels-last view); a 1D stack: forward(x (N,
+    channels, steps)) -> (N, channels', steps') float32. ``bfloat16`` is set by the
     ``InferenceModel`` that owns it. The folded weights are buffers (``state_dict`` and
     fingerprints see them)."""
 
@@ -115,12 +129,17 @@ class FusedConvStack(nn.Module):
                 block.weight, block.bias = weight, bias
                 block._packed.clear()
 
-    def forward(self, image: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         self._sync()
-        if image.dim() != 4 or image.shape[1] != 1:
+        if self.stack.dims == 1:
+            if x.dim() != 3 or x.shape[1] != self.stack.blocks[0].weight.shape[1]:
+                raise ValueError(f"expected (batch, {self.stack.blocks[0].weight.shape[1]}, "
+                                 f"steps), got {tuple(x.shape)}")
+            return self.stack(x.float().transpose(1, 2).unsqueeze(1), self.bfloat16)[:, 0].transpose(1, 2)
+        if x.dim() != 4 or x.shape[1] != 1:
             raise ValueError(f"expected a one-channel image (batch, 1, rows, cols), got "
-                             f"{tuple(image.shape)}")
-        return self.stack(image[:, 0].float(), self.bfloat16).permute(0, 3, 1, 2)
+                             f"{tuple(x.shape)}")
+        return self.stack(x[:, 0].float().unsqueeze(3), self.bfloat16).permute(0, 3, 1, 2)
 
     def extra_repr(self) -> str:
         return " -> ".join(f"{tuple(b.weight.shape[2:])} conv {b.weight.shape[0]} {b.activation}"

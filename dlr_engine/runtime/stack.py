@@ -1,5 +1,5 @@
-"""A stack of folded conv blocks run on a one-channel image, on the fused CPU kernel where it
-runs and in plain torch (channels-last) elsewhere.
+"""A stack of folded conv blocks, on the fused CPU kernel where it runs and in plain torch
+elsewhere.
 
 Each block writes its pooled output straight into the interior of the next block's zero-padded
 input, so between blocks nothing is copied or padded; only the first block's input is padded
@@ -36,13 +36,13 @@ def _padded_buffer(batch: int, rows: int, cols: int, channels: int,
 
 
 class ConvStack:
-    """forward(image (N, rows, cols) float32) -> (N, rows', cols', channels) float32 (NHWC):
-    the blocks in order on the image as a one-channel input. On the CPU each block runs on the
-    fused kernel where it can (``backends``); on other devices the folded blocks run in torch
-    (NCHW: cuDNN on a GPU), the returned NHWC tensor a view of it.
+    """forward(x (N, rows, cols, channels) float32, any strides) -> (N, rows', cols',
+    channels') float32 (NHWC): the blocks in order. On the CPU each block runs on the fused
+    kernel where it can (``backends``); on other devices the folded blocks run in torch (NCHW:
+    cuDNN on a GPU), the returned NHWC tensor a view of it.
 
-    input_affine: (scale, shift) applied to the image before the first block's zero padding
-      (a batch norm of the one input channel, as the CRNN's first layer).
+    input_affine: (scale, shift) applied to x before the first block's zero padding (a batch
+      norm of a one-channel input, as the CRNN's first layer).
     """
 
     def __init__(self, blocks: list[FoldedBlock],
@@ -51,14 +51,16 @@ class ConvStack:
             raise ValueError("a ConvStack needs at least one block")
         self.blocks = blocks
         self.input_affine = input_affine
+        self.dims = 2  # the layers it was folded from: 2D, or 1D (one row of columns)
         self._workspace = threading.local()
 
     def __getstate__(self) -> dict:
         """Copies and pickles (``copy.deepcopy``, Ray actors) leave the buffers behind."""
-        return {"blocks": self.blocks, "input_affine": self.input_affine}
+        return {"blocks": self.blocks, "input_affine": self.input_affine, "dims": self.dims}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["blocks"], state["input_affine"])
+        self.dims = state["dims"]
 
     def _buffer(self, index: int, batch: int, rows: int, cols: int, channels: int,
                 padding: tuple[int, int, int, int], dtype: torch.dtype,
@@ -72,20 +74,20 @@ class ConvStack:
             cache[index] = (key, _padded_buffer(batch, rows, cols, channels, padding, dtype, device))
         return cache[index][1]
 
-    def backends(self, image: Tensor, bfloat16: bool) -> list[str]:
-        """Per block, what runs it for this image: ``cpu_bf16``, ``cpu`` or ``torch``. In
-        bfloat16 the one-channel first block stays float32: it reads the front-end's features
+    def backends(self, x: Tensor, bfloat16: bool) -> list[str]:
+        """Per block, what runs it for the input ``x``: ``cpu_bf16``, ``cpu`` or ``torch``. In
+        bfloat16 a one-channel first block stays float32: it reads the front-end's features
         straight, and where its batch norm is sharp (the published DLR(13) model's variances
         are ~1e-5) bfloat16 rounding of its input is amplified by mean / std (white noise
         through the published model, its back-end alone in bfloat16: embedding error 1.4 %
         with this block in bfloat16, 0.9 % with it in float32)."""
-        names, rows, cols, channels = [], image.shape[1], image.shape[2], 1
+        names, (batch, rows, cols, channels) = [], x.shape
         for block in self.blocks:
             left, right, top, bottom = block.padding
-            shape = (image.shape[0], rows + top + bottom, cols + left + right, channels)
-            if bfloat16 and channels > 1 and cpu_kernel_reason(block, shape, True, image.device) is None:
+            shape = (batch, rows + top + bottom, cols + left + right, channels)
+            if bfloat16 and channels > 1 and cpu_kernel_reason(block, shape, True, x.device) is None:
                 names.append("cpu_bf16")
-            elif cpu_kernel_reason(block, shape, False, image.device) is None:
+            elif cpu_kernel_reason(block, shape, False, x.device) is None:
                 names.append("cpu")
             else:
                 names.append("torch")
@@ -93,35 +95,37 @@ class ConvStack:
             channels = block.out_channels
         return names
 
-    def __call__(self, image: Tensor, bfloat16: bool = False) -> Tensor:
+    def __call__(self, x: Tensor, bfloat16: bool = False) -> Tensor:
         if self.input_affine is not None:
             scale, shift = self.input_affine
-            image = image * scale + shift
-        if image.device.type != "cpu":  # one NCHW torch pass per block: cuDNN, no copies
-            x = image.unsqueeze(1)
+            x = x * scale + shift
+        device = x.device
+        if device.type != "cpu":  # one NCHW torch pass per block: cuDNN, no copies
+            y = x.permute(0, 3, 1, 2)
             for block in self.blocks:
-                x = conv_block_reference(x, block)
-            return x.permute(0, 2, 3, 1)
-        backends = self.backends(image, bfloat16)
+                y = conv_block_reference(y, block)
+            return y.permute(0, 2, 3, 1)
+        backends = self.backends(x, bfloat16)
         dtypes = [torch.bfloat16 if name == "cpu_bf16" else torch.float32 for name in backends]
-        batch, rows, cols = image.shape
-        x, interior = self._buffer(0, batch, rows, cols, 1, self.blocks[0].padding, dtypes[0],
-                                   image.device)
-        interior.copy_(image.unsqueeze(3))
+        batch, rows, cols, channels = x.shape
+        image = x
+        x, interior = self._buffer(0, batch, rows, cols, channels, self.blocks[0].padding,
+                                   dtypes[0], device)
+        interior.copy_(image)
         for i, (block, backend) in enumerate(zip(self.blocks, backends)):
             last = i + 1 == len(self.blocks)
             dtype = dtypes[i] if last else dtypes[i + 1]
             rows, cols = block.out_size(x.shape[1], x.shape[2])
             padding = NO_PADDING if last else self.blocks[i + 1].padding
             make = _padded_buffer if last else functools.partial(self._buffer, i + 1)
-            out, interior = make(batch, rows, cols, block.out_channels, padding, dtype, image.device)
+            out, interior = make(batch, rows, cols, block.out_channels, padding, dtype, device)
             if backend == "torch":
                 y = conv_block_reference(x.permute(0, 3, 1, 2).float(), _unpadded(block))
                 interior.copy_(y.permute(0, 2, 3, 1))
             elif dtype == dtypes[i]:
                 conv_block_cpu(x.to(dtypes[i]), block, interior)
             else:  # the next block runs in another precision: through a staging buffer
-                staging = self._buffer(-i - 1, *interior.shape, NO_PADDING, dtypes[i], image.device)[0]
+                staging = self._buffer(-i - 1, *interior.shape, NO_PADDING, dtypes[i], device)[0]
                 interior.copy_(conv_block_cpu(x.to(dtypes[i]), block, staging))
             x = out
         return x.float()
@@ -130,4 +134,4 @@ class ConvStack:
 def _unpadded(block: FoldedBlock) -> FoldedBlock:
     """``block`` on an input that is already padded."""
     return FoldedBlock(block.weight, block.bias, NO_PADDING, block.pool, block.activation,
-                       block._packed)
+                       block.stride, block._packed)
