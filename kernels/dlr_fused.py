@@ -1,11 +1,12 @@
 """Triton kernels of the fused DLR op (DESIGN §3); launched by ``dlr_engine.ops.dlr_triton``.
 
-Per branch the pre-activation is a small matmul: ``pre = W @ X_k + b`` with ``W`` the branch's
-``(channels, taps)`` weights and ``X_k[k, t] = x[t + k * dilation]`` the im2col tile of ``x``,
-gathered by one strided 2-D load per tile (``taps`` rows of consecutive samples) and fed to
-``tl.dot`` (tensor cores, float32 accumulation). ReLU and the pooling sum happen on the dot's
-output in registers, so the full-rate ``(batch, branches * channels, samples)`` map never
-reaches memory.
+Per branch the pre-activation is a small matmul, computed time-major: ``pre^T = X^T @ W^T +
+b`` with ``X^T[t, k] = x[t + k * dilation]`` the im2col tile of ``x`` (``BLOCK_T`` steps x
+taps, gathered by one strided 2-D load) and ``W^T`` the branch's ``(taps, channels)``
+weights, fed to ``tl.dot`` (tensor cores, float32 accumulation). With time as the dot's M
+dimension (>= 64) Hopper gets ``wgmma`` (m64n32k8 TF32, m64n32k16 bfloat16), not only
+``mma.sync``. ReLU and the pooling sum happen on the dot's output in registers, so the
+full-rate ``(batch, branches * channels, samples)`` map never reaches memory.
 
 Forward and weight-gradient kernels run on the grid ``(frame_blocks, channel_blocks, batch *
 branches)``: a program owns one clip, one branch, ``BLOCK_C`` channels of it (all 32 of the
@@ -70,27 +71,27 @@ def _dot(a, b, PRECISION: tl.constexpr, EMULATED: tl.constexpr):
 @triton.jit
 def _branch_tiles(w_ptr, b_ptr, branch, channels, c, c_mask,
                   TAPS: tl.constexpr, BLOCK_K: tl.constexpr):
-    """The branch's weights as a ``(BLOCK_C, BLOCK_K)`` float32 tile (zero beyond ``channels``
-    and ``TAPS``), its biases ``(BLOCK_C,)`` and the tap indices ``(BLOCK_K,)`` with their
-    mask."""
+    """The branch's weights transposed, a ``(BLOCK_K, BLOCK_C)`` float32 tile ``w_t[k, c]``
+    (zero beyond ``TAPS`` and ``channels``), its biases ``(BLOCK_C,)`` and the tap indices
+    ``(BLOCK_K,)`` with their mask."""
     taps = tl.arange(0, BLOCK_K)
     tap_mask = taps < TAPS
     rows = branch * channels + c
-    w = tl.load(w_ptr + rows[:, None] * TAPS + taps[None, :],
-                mask=c_mask[:, None] & tap_mask[None, :], other=0.0).to(tl.float32)
+    w_t = tl.load(w_ptr + rows[None, :] * TAPS + taps[:, None],
+                  mask=tap_mask[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
     bias = tl.load(b_ptr + rows, mask=c_mask, other=0.0).to(tl.float32)
-    return w, bias, taps, tap_mask
+    return w_t, bias, taps, tap_mask
 
 
 @triton.jit
-def _preactivation(x_row, w, bias, taps, tap_mask, t, t_mask, dilation,
+def _preactivation(x_row, w_t, bias, taps, tap_mask, t, t_mask, dilation,
                    PRECISION: tl.constexpr, EMULATED: tl.constexpr):
-    """``(pre, x_k)``: the ``(BLOCK_C, BLOCK_T)`` tile ``bias[c] + sum_k w[c, k] * x[t + k *
-    dilation]`` and the ``(BLOCK_K, BLOCK_T)`` im2col tile ``x_k`` it was computed from (zero
+    """``(pre_t, x_t)``: the ``(BLOCK_T, BLOCK_C)`` tile ``bias[c] + sum_k x[t + k * dilation]
+    * w[c, k]`` and the ``(BLOCK_T, BLOCK_K)`` im2col tile ``x_t`` it was computed from (zero
     where ``t_mask`` or the tap mask is off). x_row: pointer to the clip's first sample."""
-    x_k = tl.load(x_row + t[None, :] + taps[:, None] * dilation,
-                  mask=tap_mask[:, None] & t_mask[None, :], other=0.0).to(tl.float32)
-    return _dot(w, x_k, PRECISION, EMULATED) + bias[:, None], x_k
+    x_t = tl.load(x_row + t[:, None] + taps[None, :] * dilation,
+                  mask=t_mask[:, None] & tap_mask[None, :], other=0.0).to(tl.float32)
+    return _dot(x_t, w_t, PRECISION, EMULATED) + bias[None, :], x_t
 
 
 @triton.jit
@@ -108,13 +109,13 @@ def _program_slice(x_ptr, w_ptr, b_ptr, dilations_ptr, samples, branches, channe
     dilation = tl.load(dilations_ptr + branch)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_mask = c < channels
-    w, bias, taps, tap_mask = _branch_tiles(w_ptr, b_ptr, branch, channels, c, c_mask,
-                                            TAPS, BLOCK_K)
+    w_t, bias, taps, tap_mask = _branch_tiles(w_ptr, b_ptr, branch, channels, c, c_mask,
+                                              TAPS, BLOCK_K)
     x_row = x_ptr + n.to(tl.int64) * samples
     pooled_rows = (n.to(tl.int64) * branches + branch) * channels * frames + c * frames
     first = frame_block * frames_per_program
     last = tl.minimum(first + frames_per_program, frames)
-    return (frame_block, dilation, c, c_mask, w, bias, taps, tap_mask, x_row, pooled_rows,
+    return (frame_block, dilation, c, c_mask, w_t, bias, taps, tap_mask, x_row, pooled_rows,
             first, last)
 
 
@@ -125,7 +126,7 @@ def dlr_forward_kernel(x_ptr, w_ptr, b_ptr, dilations_ptr, out_ptr,
                        BLOCK_T: tl.constexpr, PRECISION: tl.constexpr,
                        EMULATED: tl.constexpr):
     """``out[n, branch * channels + c, f] = mean_{j < pool} relu(pre[c, f * pool + j])``."""
-    (frame_block, dilation, c, c_mask, w, bias, taps, tap_mask, x_row, pooled_rows, first,
+    (frame_block, dilation, c, c_mask, w_t, bias, taps, tap_mask, x_row, pooled_rows, first,
      last) = _program_slice(x_ptr, w_ptr, b_ptr, dilations_ptr, samples, branches, channels,
                             frames, frames_per_program, TAPS, BLOCK_C, BLOCK_K)
     out_rows = out_ptr + pooled_rows
@@ -134,10 +135,10 @@ def dlr_forward_kernel(x_ptr, w_ptr, b_ptr, dilations_ptr, out_ptr,
         for start in range(0, pool, BLOCK_T):
             j = start + tl.arange(0, BLOCK_T)
             j_mask = j < pool
-            pre, x_k = _preactivation(x_row, w, bias, taps, tap_mask, f * pool + j, j_mask,
-                                      dilation, PRECISION, EMULATED)
-            relu = tl.where(pre < 0.0, 0.0, pre)
-            pooled += tl.sum(tl.where(j_mask[None, :], relu, 0.0), axis=1)
+            pre_t, x_t = _preactivation(x_row, w_t, bias, taps, tap_mask, f * pool + j, j_mask,
+                                        dilation, PRECISION, EMULATED)
+            relu = tl.where(pre_t < 0.0, 0.0, pre_t)
+            pooled += tl.sum(tl.where(j_mask[:, None], relu, 0.0), axis=0)
         tl.store(out_rows + f, (pooled / pool).to(out_ptr.dtype.element_ty), mask=c_mask)
 
 
@@ -153,12 +154,12 @@ def dlr_weight_grad_kernel(grad_out_ptr, x_ptr, w_ptr, b_ptr, dilations_ptr,
 
     ``g[c, t] = grad_out[n, branch * channels + c, t // pool] / pool`` unless ``pre[c, t] <= 0``
     (a NaN ``pre`` passes, as in torch's ReLU backward) for ``t < frames * pool``;
-    ``grad_w += g @ x_k^T`` (``tl.dot``) and ``grad_b += sum_t g`` over this program's frames,
+    ``grad_w += g @ x_t`` (``tl.dot``) and ``grad_b += sum_t g`` over this program's frames,
     written to its own row of ``grad_w_partial (batch, frame_blocks, branches, channels,
     TAPS)`` and ``grad_b_partial (batch, frame_blocks, branches, channels)``, float32; the
     launcher reduces them with ``torch.sum`` (deterministic).
     """
-    (frame_block, dilation, c, c_mask, w, bias, taps, tap_mask, x_row, pooled_rows, first,
+    (frame_block, dilation, c, c_mask, w_t, bias, taps, tap_mask, x_row, pooled_rows, first,
      last) = _program_slice(x_ptr, w_ptr, b_ptr, dilations_ptr, samples, branches, channels,
                             frames, frames_per_program, TAPS, BLOCK_C, BLOCK_K)
     grad_out_rows = grad_out_ptr + pooled_rows
@@ -169,11 +170,12 @@ def dlr_weight_grad_kernel(grad_out_ptr, x_ptr, w_ptr, b_ptr, dilations_ptr,
         for start in range(0, pool, BLOCK_T):
             j = start + tl.arange(0, BLOCK_T)
             j_mask = j < pool
-            pre, x_k = _preactivation(x_row, w, bias, taps, tap_mask, f * pool + j, j_mask,
-                                      dilation, PRECISION, EMULATED)
-            g = tl.where((pre <= 0.0) | ~j_mask[None, :], 0.0, grad_pooled[:, None])  # NaN passes
-            grad_b += tl.sum(g, axis=1)
-            grad_w += _dot(g, tl.trans(x_k), PRECISION, EMULATED)
+            pre_t, x_t = _preactivation(x_row, w_t, bias, taps, tap_mask, f * pool + j, j_mask,
+                                        dilation, PRECISION, EMULATED)
+            g_t = tl.where((pre_t <= 0.0) | ~j_mask[:, None], 0.0,  # a NaN pre passes
+                           grad_pooled[None, :])
+            grad_b += tl.sum(g_t, axis=0)
+            grad_w += _dot(tl.trans(g_t), x_t, PRECISION, EMULATED)
 
     partial_rows = (((tl.program_id(2) // branches).to(tl.int64) * frame_blocks + frame_block)
                     * branches + tl.program_id(2) % branches) * channels + c
@@ -206,17 +208,18 @@ def dlr_input_grad_kernel(grad_out_ptr, x_ptr, w_ptr, b_ptr, dilations_ptr, grad
         for channel_start in range(0, channels, BLOCK_C):
             c = channel_start + tl.arange(0, BLOCK_C)
             c_mask = c < channels
-            w, bias, taps, tap_mask = _branch_tiles(w_ptr, b_ptr, branch, channels, c, c_mask,
-                                                    TAPS, BLOCK_K)
+            w_t, bias, taps, tap_mask = _branch_tiles(w_ptr, b_ptr, branch, channels, c,
+                                                      c_mask, TAPS, BLOCK_K)
             grad_rows = grad_out_ptr + (n * branches + branch) * channels * frames + c * frames
             for k in range(TAPS):
                 t = s - k * dilation
                 t_mask = (t >= 0) & (t < steps)
-                pre, x_k = _preactivation(x_row, w, bias, taps, tap_mask, t, t_mask, dilation,
-                                          PRECISION, EMULATED)
-                grad_pooled = tl.load(grad_rows[:, None] + t[None, :] // pool,
-                                      mask=c_mask[:, None] & t_mask[None, :], other=0.0)
-                g = tl.where((pre <= 0.0) | ~t_mask[None, :], 0.0, grad_pooled.to(tl.float32))
-                w_k = tl.sum(tl.where(taps[None, :] == k, w, 0.0), axis=1)
-                grad_x += tl.sum(g * w_k[:, None], axis=0)
+                pre_t, x_t = _preactivation(x_row, w_t, bias, taps, tap_mask, t, t_mask,
+                                            dilation, PRECISION, EMULATED)
+                grad_pooled = tl.load(grad_rows[None, :] + t[:, None] // pool,
+                                      mask=t_mask[:, None] & c_mask[None, :], other=0.0)
+                g_t = tl.where((pre_t <= 0.0) | ~t_mask[:, None], 0.0,
+                               grad_pooled.to(tl.float32))
+                w_k = tl.sum(tl.where(taps[:, None] == k, w_t, 0.0), axis=0)
+                grad_x += tl.sum(g_t * w_k[None, :], axis=1)
     tl.store(grad_x_ptr + n * samples + s, grad_x / pool, mask=s < samples)
