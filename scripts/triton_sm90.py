@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         for config in configs if args.all_configs else configs[:1]:
             for precision in dlr_triton.PRECISIONS:
                 constexprs = {"TAPS": 16, "BLOCK_C": 32, "BLOCK_K": 16, "EMULATED": False,
-                              "PRECISION": dlr_triton._KERNEL_PRECISION[precision],
+                              "PRECISION": dlr_triton.KERNEL_PRECISION[precision],
                               **config.kwargs}
                 found, usage = compile_for_hopper(kernel, constexprs, config.num_warps,
                                                   config.num_stages, tool)

@@ -49,7 +49,8 @@ reference must get the rounded operands: against exact float64 operands the outp
 bfloat16 are ~2e-4 / ~2e-3 off, but a pre-activation within rounding error of 0 flips the ReLU
 mask, and the gradients move by ~sqrt(share of flipped steps), ~2 %. The tests hold every path
 to these, interpreted at small shapes in CI and compiled at real shapes on a GPU."""
-_KERNEL_PRECISION = {"float32": "ieee", "tf32": "tf32", "bfloat16": "bf16"}
+KERNEL_PRECISION = {"float32": "ieee", "tf32": "tf32", "bfloat16": "bf16"}
+"""``precision`` -> the kernels' ``PRECISION`` constexpr."""
 _MANTISSA_BITS_DROPPED = {"float32": 0, "tf32": 13, "bfloat16": 16}
 MIN_DOT = 16
 """``tl.dot`` needs every dimension >= 16: smaller channel / tap / time blocks are padded."""
@@ -137,7 +138,7 @@ def _meta(channels: int, taps: int, pool: int, precision: str, tile: str) -> dic
     meta = {"TAPS": taps,
             "BLOCK_C": max(MIN_DOT, min(triton.next_power_of_2(channels), MAX_BLOCK_CHANNELS)),
             "BLOCK_K": max(MIN_DOT, triton.next_power_of_2(taps)),
-            "PRECISION": _KERNEL_PRECISION[precision], "EMULATED": INTERPRETED}
+            "PRECISION": KERNEL_PRECISION[precision], "EMULATED": INTERPRETED}
     if INTERPRETED and tile == "BLOCK_T":
         meta[tile] = max(MIN_DOT, min(triton.next_power_of_2(pool), MAX_BLOCK_TIME))
     elif INTERPRETED:
