@@ -23,7 +23,7 @@ import torch
 
 from dlr_engine.config import PAPER
 from dlr_engine.nn import DLR
-from dlr_engine.spectral import MEL_PRESETS, MelSpectrogram
+from dlr_engine.spectral import MEL_PRESETS, TEMPOGRAM_PRESETS, MelSpectrogram, Tempogram
 from dlr_engine.ops.backends import explain
 from dlr_engine.ops.dlr_op import dlr
 from dlr_engine.ops.dlr_reference import dlr_reference
@@ -43,6 +43,8 @@ FLOAT64_TOLERANCE = 1e-10
 MEL_TOLERANCE = 1e-5
 """The Triton mel (float32 FFT + fused projection and dB) against the float64 reference, as
 tests/test_melspec.py holds it interpreted."""
+TEMPOGRAM_TOLERANCE = 1e-4
+"""Largest difference of max-normalised tempogram values (as dlr-bench's providers agree)."""
 
 
 def record(**row) -> None:
@@ -136,3 +138,19 @@ def test_triton_mel_matches_cpu_float64_reference(preset):
     record(check="mel_real_shapes", backend="mel", precision=preset, batch=4,
            samples=x.shape[1], seed=SEED, tolerance=MEL_TOLERANCE, out=error)
     assert out.shape == expected.shape and error < MEL_TOLERANCE
+
+
+@pytest.mark.parametrize("preset", list(TEMPOGRAM_PRESETS))
+def test_gpu_tempogram_matches_cpu_float64_reference(preset):
+    """Each tempogram preset on 30 s clips, batch 4, batched on the GPU (its onset mel through
+    the Triton mel)."""
+    sr = TEMPOGRAM_PRESETS[preset].sr
+    generator = torch.Generator().manual_seed(SEED)
+    x = 0.1 * torch.randn(4, round(sr * PAPER.segment_seconds), generator=generator)
+    expected = Tempogram(preset=preset, backend="torch")(x.double())
+    with torch.no_grad():
+        out = Tempogram(preset=preset, backend="triton").cuda()(x.cuda())
+    error = (out.cpu().double() - expected).abs().max().item()
+    record(check="tempogram_real_shapes", backend="tempogram", precision=preset, batch=4,
+           samples=x.shape[1], seed=SEED, tolerance=TEMPOGRAM_TOLERANCE, out=error)
+    assert out.shape == expected.shape and error < TEMPOGRAM_TOLERANCE
