@@ -21,6 +21,9 @@ and matrix products as ``torch.utils.flop_counter.FlopCounterMode`` counts them,
 channels per input sample of each DLR front-end (4096 FLOP per sample for the paper's geometry;
 a custom op the counter does not see); spectral front-ends (FFT, mel) are not counted.
 ``pct_of_peak`` relates the achieved rate to the matmul peak measured in the same run.
+
+``python -m dlr_engine.bench.suite_inference`` prints one thread's CPU time per forward instead
+(``cpu_time_table``): on a shared machine wall times move with the load, CPU times hardly do.
 """
 from __future__ import annotations
 
@@ -133,3 +136,48 @@ def cases(quick: bool) -> list[Case]:
                             None if reason else _make(name, provider, batch, device), flop=flop,
                             baseline=provider == "eager", device=device, skip_reason=reason))
     return out
+
+
+def cpu_time_table(batch: int = BATCH[False], repeats: int = 3) -> str:
+    """Markdown table of one thread's CPU time per forward (``time.thread_time``, the best of
+    ``repeats``), eager against the inference forms, per model: unlike wall time it hardly
+    moves with the load of a shared machine. ``python -m dlr_engine.bench.suite_inference``."""
+    import time
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def cpu_ms(call: Call) -> float:
+        call()
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.thread_time()
+            call()
+            best = min(best, time.thread_time() - start)
+        return best * 1e3
+
+    lines = ["| model | eager ms | inference ms | speed-up | inference_bf16 ms | speed-up |",
+             "|---|---|---|---|---|---|"]
+    try:
+        for name in MODELS:
+            if _missing(name):
+                continue
+            model = build(name)
+            x = _input(model, batch)
+            form = inference_form(model, "float32")
+            eager_ms, form_ms = cpu_ms(_call(model, x)), cpu_ms(_call(form, x))
+            row = f"| {name} | {eager_ms:.0f} | {form_ms:.0f} | {eager_ms / form_ms:.2f}x |"
+            if precision_unavailable("bfloat16", "cpu") is None:
+                form.precision = "bfloat16"
+                bf16_ms = cpu_ms(_call(form, x))
+                row += f" {bf16_ms:.0f} | {eager_ms / bf16_ms:.2f}x |"
+            else:
+                row += " - | - |"
+            lines.append(row)
+    finally:
+        torch.set_num_threads(threads)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(cpu_time_table())

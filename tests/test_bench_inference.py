@@ -47,3 +47,10 @@ def test_naive_loop_gives_the_default_commands_outputs(tmp_path):
     for key, value in result.outputs.items():
         np.testing.assert_allclose(value, naive[key], rtol=1e-4, atol=1e-5, err_msg=key)
     np.testing.assert_allclose(result.features["dlr"], naive["dlr"], rtol=1e-4, atol=1e-6)
+
+
+def test_cpu_time_table(monkeypatch):
+    monkeypatch.setattr(suite_inference, "SEGMENT_SECONDS", 6.0)
+    monkeypatch.setattr(suite_inference, "MODELS", {"fcn dlr": suite_inference.MODELS["fcn dlr"]})
+    lines = suite_inference.cpu_time_table(batch=1, repeats=1).splitlines()
+    assert len(lines) == 3 and lines[2].startswith("| fcn dlr | ")
