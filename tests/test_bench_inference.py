@@ -3,7 +3,6 @@ compute the same outputs, so their times compare like with like."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import soundfile as sf
 import torch
 
