@@ -11,7 +11,8 @@ full-rate ``(batch, branches * channels, samples)`` map never reaches memory.
 Forward and weight-gradient kernels run on the grid ``(frame_blocks, channel_blocks, batch *
 branches)``: a program owns one clip, one branch, ``BLOCK_C`` channels of it (all 32 of the
 published model) and a run of consecutive output frames, walked in ``BLOCK_T``-sample tiles of
-each pool window. The input-gradient kernel runs on ``(sample_blocks, batch)``: a program owns
+each pool window (one flat loop over the program's tiles, so loads pipeline across frames).
+The input-gradient kernel runs on ``(sample_blocks, batch)``: a program owns
 ``BLOCK_S`` samples of ``x`` and gathers every contribution they receive (each branch, tap and
 channel), recomputing the pre-activations it needs, so it writes each sample once: no atomics,
 deterministic.
@@ -95,6 +96,17 @@ def _preactivation(x_row, w_t, bias, taps, tap_mask, t, t_mask, dilation,
 
 
 @triton.jit
+def _tile_steps(tile, first, tiles_per_frame, pool, c, BLOCK_T: tl.constexpr):
+    """Tile ``tile`` of a program's frames walked as one flat loop: its frame ``f``, the steps
+    ``j`` of that frame's pool window (``(BLOCK_T,)``) with their mask, and whether it is the
+    frame's last tile (as a vector shaped like the channels ``c``, for store masks)."""
+    f = first + tile // tiles_per_frame
+    within = tile % tiles_per_frame
+    j = within * BLOCK_T + tl.arange(0, BLOCK_T)
+    return f, j, j < pool, (tl.zeros_like(c) + within) == tiles_per_frame - 1
+
+
+@triton.jit
 def _program_slice(x_ptr, w_ptr, b_ptr, dilations_ptr, samples, branches, channels, frames,
                    frames_per_program, TAPS: tl.constexpr, BLOCK_C: tl.constexpr,
                    BLOCK_K: tl.constexpr):
@@ -130,16 +142,18 @@ def dlr_forward_kernel(x_ptr, w_ptr, b_ptr, dilations_ptr, out_ptr,
      last) = _program_slice(x_ptr, w_ptr, b_ptr, dilations_ptr, samples, branches, channels,
                             frames, frames_per_program, TAPS, BLOCK_C, BLOCK_K)
     out_rows = out_ptr + pooled_rows
-    for f in range(first, last):
-        pooled = tl.zeros((BLOCK_C,), dtype=tl.float32)
-        for start in range(0, pool, BLOCK_T):
-            j = start + tl.arange(0, BLOCK_T)
-            j_mask = j < pool
-            pre_t, x_t = _preactivation(x_row, w_t, bias, taps, tap_mask, f * pool + j, j_mask,
-                                        dilation, PRECISION, EMULATED)
-            relu = tl.where(pre_t < 0.0, 0.0, pre_t)
-            pooled += tl.sum(tl.where(j_mask[:, None], relu, 0.0), axis=0)
-        tl.store(out_rows + f, (pooled / pool).to(out_ptr.dtype.element_ty), mask=c_mask)
+    tiles_per_frame = tl.cdiv(pool, BLOCK_T)
+    pooled = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for tile in range((last - first) * tiles_per_frame):  # one flat loop: pipelined loads
+        f, j, j_mask, frame_done = _tile_steps(tile, first, tiles_per_frame, pool, c,
+                                                  BLOCK_T)
+        pre_t, x_t = _preactivation(x_row, w_t, bias, taps, tap_mask, f * pool + j, j_mask,
+                                    dilation, PRECISION, EMULATED)
+        relu = tl.where(pre_t < 0.0, 0.0, pre_t)
+        pooled += tl.sum(tl.where(j_mask[:, None], relu, 0.0), axis=0)
+        tl.store(out_rows + f, (pooled / pool).to(out_ptr.dtype.element_ty),
+                 mask=c_mask & frame_done)
+        pooled = tl.where(frame_done, 0.0, pooled)
 
 
 @triton.jit
@@ -165,17 +179,17 @@ def dlr_weight_grad_kernel(grad_out_ptr, x_ptr, w_ptr, b_ptr, dilations_ptr,
     grad_out_rows = grad_out_ptr + pooled_rows
     grad_w = tl.zeros((BLOCK_C, BLOCK_K), dtype=tl.float32)
     grad_b = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    for f in range(first, last):
+    tiles_per_frame = tl.cdiv(pool, BLOCK_T)
+    for tile in range((last - first) * tiles_per_frame):  # one flat loop: pipelined loads
+        f, j, j_mask, frame_done = _tile_steps(tile, first, tiles_per_frame, pool, c,
+                                                  BLOCK_T)
         grad_pooled = tl.load(grad_out_rows + f, mask=c_mask, other=0.0).to(tl.float32) / pool
-        for start in range(0, pool, BLOCK_T):
-            j = start + tl.arange(0, BLOCK_T)
-            j_mask = j < pool
-            pre_t, x_t = _preactivation(x_row, w_t, bias, taps, tap_mask, f * pool + j, j_mask,
-                                        dilation, PRECISION, EMULATED)
-            g_t = tl.where((pre_t <= 0.0) | ~j_mask[:, None], 0.0,  # a NaN pre passes
-                           grad_pooled[None, :])
-            grad_b += tl.sum(g_t, axis=0)
-            grad_w += _dot(tl.trans(g_t), x_t, PRECISION, EMULATED)
+        pre_t, x_t = _preactivation(x_row, w_t, bias, taps, tap_mask, f * pool + j, j_mask,
+                                    dilation, PRECISION, EMULATED)
+        g_t = tl.where((pre_t <= 0.0) | ~j_mask[:, None], 0.0,  # a NaN pre passes
+                       grad_pooled[None, :])
+        grad_b += tl.sum(g_t, axis=0)
+        grad_w += _dot(tl.trans(g_t), x_t, PRECISION, EMULATED)
 
     partial_rows = (((tl.program_id(2) // branches).to(tl.int64) * frame_blocks + frame_block)
                     * branches + tl.program_id(2) % branches) * channels + c
