@@ -78,11 +78,12 @@ def _pool_tiles(configs, named_args, **kwargs):
 
 GEOMETRY_KEY = ["branches", "channels", "pool", "TAPS", "PRECISION"]
 """Autotune key: a new geometry or precision is tuned once per process."""
-TIME_CONFIGS = [triton.Config({"BLOCK_T": block}, num_warps=warps, num_stages=2)
+TIME_CONFIGS = [triton.Config({"BLOCK_T": block}, num_warps=warps, num_stages=3)
                 for block in (128, 256) for warps in (4, 8)]
 """What the forward kernel's autotuning tries (compiled runs): time tiles of 128 or 256 samples
 of one pool window (a (256 x 16) @ (16 x 32) dot per tile: wgmma on sm_90 in tf32 / bfloat16),
-4 or 8 warps. Few on purpose: each costs a compile (~1 s) per geometry and precision."""
+4 or 8 warps, 3 stages (the tile loop's loads become cp.async into triple-buffered shared
+memory). Few on purpose: each costs a compile (~1 s) per geometry and precision."""
 WEIGHT_GRAD_CONFIGS = [triton.Config({"BLOCK_T": block}, num_warps=warps, num_stages=2)
                        for block, warps in ((64, 4), (64, 8), (128, 8))]
 """The weight-gradient kernel's: it holds two (BLOCK_T x 32) tiles and the gradient;
