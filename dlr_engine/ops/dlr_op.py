@@ -1,10 +1,12 @@
 """The fused DLR op registered with ``torch.library``: custom op, fake (shape) function and
 autograd, so ``torch.compile(fullgraph=True)`` traces models using it without a graph break.
 
-The backend name is an argument of the op: the compiled kernels (cpu, triton, cuda) all run
-behind the same two ops, ``dlr_engine::dlr_fused`` and ``dlr_engine::dlr_fused_backward``.
-``dlr_bf16`` is the inference-only bfloat16-precision forward (``dlr_engine::dlr_cpu_bf16``:
-x and the weights rounded to bfloat16, float32 sums; CPUs with AVX512_BF16).
+The backend name and the precision are arguments of the op: the compiled kernels (cpu,
+triton, cuda) all run behind the same two ops, ``dlr_engine::dlr_fused`` and
+``dlr_engine::dlr_fused_backward``; ``tf32`` and ``bfloat16`` reach only backends that offer
+them (``Backend.precisions``: triton). ``dlr_bf16`` is the inference-only bfloat16 forward on
+CPU (``dlr_engine::dlr_cpu_bf16``: x and the weights rounded to bfloat16, float32 sums; CPUs
+with AVX512_BF16), which ``dlr(..., precision="bfloat16")`` picks for CPU tensors.
 """
 from __future__ import annotations
 
