@@ -50,6 +50,25 @@ def test_deterministic_per_seed_epoch_and_clip(clips):
     assert torch.equal(first[2][0], data[2][0])
 
 
+def test_probability_leaves_the_other_clips_only_cropped(clips):
+    data = Augmented(clips, SECONDS, seed=5, probability=0.5)
+    cropped = 0
+    for epoch in range(3):
+        data.set_epoch(epoch)
+        for index in range(len(clips)):
+            audio, labels = data[index]
+            source, source_labels = clips[index]
+            assert audio.shape == (int(SECONDS * RATE),)
+            if labels["bpm"] == source_labels["bpm"]:  # not stretched: an exact slice of the source
+                cropped += 1
+                starts = [o for o in range(len(source) - len(audio) + 1) if source[o] == audio[0]]
+                assert any(torch.equal(source[o:o + len(audio)], audio) for o in starts)
+    assert 0 < cropped < 3 * len(clips)
+    assert torch.equal(Augmented(clips, SECONDS, seed=5, probability=0.0)[1][1]["bpm"], clips[1][1]["bpm"])
+    with pytest.raises(ValueError, match="probability"):
+        Augmented(clips, SECONDS, seed=5, probability=1.5)
+
+
 def test_shapes_finite_and_labels_follow_the_stretch(clips):
     data = Augmented(clips, SECONDS, seed=0)
     factors = []

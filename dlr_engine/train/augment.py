@@ -147,12 +147,16 @@ def augment(audio: np.ndarray, labels: dict[str, torch.Tensor], rng: np.random.G
 
 
 class Augmented(Dataset):
-    """``dataset``'s items through ``augment``, cropped to ``seconds``; the draws of item
-    ``index`` in epoch ``epoch`` (``set_epoch``; the trainer calls it) come from
-    ``SeedSequence(seed, spawn_key=(epoch, index))``."""
+    """``dataset``'s items through ``augment`` (with ``probability``; otherwise only a random crop),
+    cropped to ``seconds``; the draws of item ``index`` in epoch ``epoch`` (``set_epoch``; the
+    trainer calls it) come from ``SeedSequence(seed, spawn_key=(epoch, index))``."""
 
-    def __init__(self, dataset: Dataset, seconds: float, seed: int, sample_rate: int = PAPER.sample_rate) -> None:
+    def __init__(self, dataset: Dataset, seconds: float, seed: int, sample_rate: int = PAPER.sample_rate,
+                 probability: float = 1.0) -> None:
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"augmentation probability must lie in [0, 1], got {probability}")
         self.dataset, self.seconds, self.seed, self.sample_rate = dataset, seconds, seed, sample_rate
+        self.probability = probability
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -164,4 +168,8 @@ class Augmented(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         audio, labels = self.dataset[index]
         rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(self.epoch, index)))
+        if self.probability < 1.0 and rng.random() >= self.probability:  # no draw at 1.0: runs stay as they were
+            samples = int(round(self.seconds * self.sample_rate))
+            offset = int(rng.integers(0, len(audio) - samples + 1))
+            return audio[offset:offset + samples], labels
         return augment(audio.numpy(), labels, rng, self.seconds, self.sample_rate)

@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--augment", action="store_true",
                         help="augment training clips on the fly (rate change moving the BPM label, "
                              "crop, EQ, compression, reverb, noise, accompaniment, gain)")
+    parser.add_argument("--augment-probability", type=float, default=DEFAULTS.augment_probability,
+                        help="with --augment: share of the clips augmented (the others are only cropped)")
     parser.add_argument("--data-seed", type=int, help="synthetic corpus seed (default: --seed); "
                                                       "validation uses seed + 1")
     parser.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction,
@@ -72,7 +74,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         task=args.task, out=args.out, data=args.data, val_fraction=args.val_fraction,
         synthetic=args.synthetic, val_synthetic=args.val_synthetic, soundfont=args.soundfont,
-        val_soundfont=args.val_soundfont, augment=args.augment, data_seed=args.data_seed,
+        val_soundfont=args.val_soundfont, augment=args.augment, augment_probability=args.augment_probability,
+        data_seed=args.data_seed,
         seconds=args.seconds, in_memory=not args.stream, model=args.model, input=args.input, model_options=args.model_options,
         init=args.init,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,

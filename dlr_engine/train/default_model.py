@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out-of-source-seconds", type=float, nargs="+", default=[30.0],
                         help="out-of-source clip lengths; the first is the headline figure")
     parser.add_argument("--no-augment", action="store_true", help="train on the clips as rendered")
+    parser.add_argument("--augment-probability", type=float, default=1.0,
+                        help="share of the training clips augmented (the others are only cropped)")
     parser.add_argument("--init", type=Path, metavar="MODEL",
                         help="fine-tune this .safetensors source-task model (e.g. an earlier default) "
                              "instead of training from a random initialisation")
@@ -137,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--out is required (where to write the trained model)")
     config = TrainConfig(task="source-task", out=args.work, synthetic=args.clips, val_synthetic=args.val_clips,
                          soundfont=args.soundfont_clips, val_soundfont=args.val_soundfont_clips,
-                         augment=not args.no_augment, init=None if args.init is None else str(args.init),
+                         augment=not args.no_augment, augment_probability=args.augment_probability,
+                         init=None if args.init is None else str(args.init),
                          data_seed=TRAIN_SEED, seconds=args.seconds,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=MODEL_SEED,
                          backend=args.backend, progress=not args.no_progress)

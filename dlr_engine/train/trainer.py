@@ -67,7 +67,8 @@ class TrainConfig:
       the validation clips. They carry no style label (``NO_STYLE``): they train the tempo head.
     augment: augment every training clip on the fly (``augment.Augmented``, seeded by ``seed``,
       epoch and clip; labels follow the playback-rate change); the clips are then rendered or cut
-      ``augment.STRETCH[1]`` times longer than ``seconds`` and randomly cropped.
+      ``augment.STRETCH[1]`` times longer than ``seconds`` and randomly cropped;
+      ``augment_probability`` of the clips are augmented, the others only cropped.
     seconds: clip length at 8 kHz (folder clips are cut to their first ``seconds``).
     in_memory: load or render every clip once and keep it in RAM (else decode each epoch).
     model: registry name of the model (default: the task's own, ``dlr_source`` or ``fcn``);
@@ -91,6 +92,7 @@ class TrainConfig:
     soundfont: int | None = None
     val_soundfont: int | None = None
     augment: bool = False
+    augment_probability: float = 1.0
     data_seed: int | None = None
     seconds: float = 10.0
     in_memory: bool = True
@@ -148,7 +150,7 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
         train_set = InMemory(train_set, config.progress, desc="training clips")
         val_set = InMemory(val_set, config.progress, desc="validation clips")
     if config.augment:
-        train_set = Augmented(train_set, config.seconds, config.seed)
+        train_set = Augmented(train_set, config.seconds, config.seed, probability=config.augment_probability)
     return train_set, val_set
 
 
