@@ -282,9 +282,8 @@ def test_shipped_default_model():
 def test_shipped_default_model_records_its_recipe_and_both_evaluations():
     meta = registry.metadata(registry.DEFAULT_WEIGHTS)
     assert meta["training_command"].startswith(registry.DEFAULT_COMMAND)
-    training = json.loads(meta["training"])
-    corpus = json.loads(meta["train_corpus"])
-    assert training["soundfont"] == corpus["soundfont"]["clips"] > 0 and training["augment"]
+    training, corpus = json.loads(meta["training"]), json.loads(meta["train_corpus"])
+    assert training["synthetic"] == corpus["clips"] and training["data_seed"] == corpus["corpus_seed"]
     for key, kinds in (("held_out", {"synth"}), ("out_of_source", {"soundfont out_of_source"})):
         tests = json.loads(meta[key])
         assert tests and {test["source"] for test in tests} == kinds

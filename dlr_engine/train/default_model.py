@@ -122,11 +122,12 @@ def evaluations(model, args: argparse.Namespace) -> tuple[list[dict], list[dict]
 
 
 def _describe_init(path: Path) -> dict:
-    """What a fine-tuned model started from: the file's name and sha256, and the training command
-    and evaluations its own metadata records."""
+    """What a fine-tuned model started from: the file's name and sha256, and the training command,
+    evaluations and own ``init`` its metadata records (a chain of fine-tunes back to its start)."""
     meta = registry.metadata(path)
     return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            **{key: meta[key] for key in ("training_command", "train_corpus", "held_out") if key in meta}}
+            **{key: meta[key] for key in ("training_command", "train_corpus", "held_out", "out_of_source", "init")
+               if key in meta}}
 
 
 def main(argv: list[str] | None = None) -> int:
