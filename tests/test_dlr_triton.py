@@ -133,7 +133,7 @@ def test_round_operands_matches_torch_bfloat16():
 
 def test_nan_propagates_like_the_reference():
     """A NaN sample gives NaN in every frame whose window reads it, as torch.relu does, and
-    nowhere else; NaN weights make NaN weight gradients."""
+    nowhere else, in every precision (gradients: tests/test_nan.py)."""
     dilations, pool = (1, 2, 3), 4
     x, weight, bias = make_inputs(1, 80, 3, 3, dilations)
     x[0, 40] = float("nan")
