@@ -123,10 +123,10 @@ class ConvStack:
                 y = conv_block_reference(x.permute(0, 3, 1, 2).float(), _unpadded(block))
                 interior.copy_(y.permute(0, 2, 3, 1))
             elif dtype == dtypes[i]:
-                conv_block_cpu(x.to(dtypes[i]), block, interior)
+                conv_block_cpu(x, block, interior)
             else:  # the next block runs in another precision: through a staging buffer
                 staging = self._buffer(-i - 1, *interior.shape, NO_PADDING, dtypes[i], device)[0]
-                interior.copy_(conv_block_cpu(x.to(dtypes[i]), block, staging))
+                interior.copy_(conv_block_cpu(x, block, staging))
             x = out
         return x.float()
 
