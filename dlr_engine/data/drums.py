@@ -35,7 +35,8 @@ import numpy as np
 
 from dlr_engine.data.styles import STEPS_PER_BEAT, onset_rate, parse_pattern
 from dlr_engine.data.synth import (
-    DENSE_ONSETS_PER_SECOND, MAJOR_PROGRESSIONS, MINOR_PROGRESSIONS, TAG_NAMES, tempo_class,
+    DENSE_ONSETS_PER_SECOND, MAJOR_PROGRESSIONS, MINOR_PROGRESSIONS, TAG_NAMES, _rng,
+    _swing_phase, tempo_class,
 )
 
 NO_STYLE = -1
@@ -228,10 +229,6 @@ SPLITS = {"train": (TRAIN_KITS, TRAIN_FAMILIES), "out_of_source": (HELD_OUT_KITS
 GROOVE_STREAM, TEMPO_STREAM, EVENT_STREAM, SIGNAL_STREAM = 0, 1, 2, 3
 
 
-def _rng(seed: int, *key: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
-
-
 def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
     return float(rng.uniform(*bounds))
 
@@ -377,12 +374,6 @@ class NoteEvents:
 
     def __len__(self) -> int:
         return len(self.times_s)
-
-
-def _swing_phase(phase: np.ndarray, swing: float) -> np.ndarray:
-    """Positions within a beat (0..1): the off-beat eighth moves from 1/2 to 1/2 + swing/6."""
-    middle = 0.5 + swing / 6.0
-    return np.where(phase < 0.5, phase * 2.0 * middle, middle + (phase - 0.5) * 2.0 * (1.0 - middle))
 
 
 def _fill(family: Family, beats: int, rng: np.random.Generator) -> list[tuple[int, str, float]]:

@@ -26,7 +26,9 @@ from dlr_engine.data.drums import (
     BASS_CHANNEL, CHORD_CHANNEL, DRUM_CHANNEL, DRUM_KITS, PRE_ROLL_SECONDS, SIGNAL_STREAM, SPLITS, DrumSpec,
     NoteEvents, draw_drum_spec, drum_events,
 )
-from dlr_engine.data.synth import CORPUS_SAMPLE_RATE, SynthRhythmDataset, render_clip, reverb_and_noise
+from dlr_engine.data.synth import (
+    CORPUS_SAMPLE_RATE, SynthRhythmDataset, _rng, render_clip, reverb_and_noise,
+)
 
 SOUNDFONT_ENV = "DLR_ENGINE_SOUNDFONT"
 SOUNDFONT_PATHS = (
@@ -197,7 +199,7 @@ def render_drum_clip(spec: DrumSpec, seconds: float, sample_rate: int) -> np.nda
     samples = int(round(seconds * sample_rate))
     mono = np.pad(mono[:samples], (0, max(0, samples - len(mono)))).astype(np.float32)
     if spec.split == "train":
-        rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(spec.index, SIGNAL_STREAM)))
+        rng = _rng(spec.seed, spec.index, SIGNAL_STREAM)
         room = spec.room
         mono = reverb_and_noise(mono, room["rt60_s"], room["wet"], room["damping"], room["noise_db"],
                                 min(room["noise_corner_hz"], 0.45 * sample_rate), sample_rate, rng)
