@@ -171,9 +171,9 @@ class Store:
         self._journal = open(self.journal_path, "a", encoding="utf-8")
         if not os.path.exists(self.manifest_path):
             return {}
-        manifest = pq.read_table(self.manifest_path)
-        columns = [name for name in RESUME_COLUMNS if name in manifest.column_names]
-        data = manifest.select(columns).to_pydict()
+        names = pq.read_schema(self.manifest_path).names
+        columns = [name for name in RESUME_COLUMNS if name in names]
+        data = pq.read_table(self.manifest_path, columns=columns).to_pydict()
         rows = {values[0]: dict(zip(columns, values))
                 for values in zip(*(data[name] for name in columns))}  # columns[0] is id
         counts = self._output_rows()
