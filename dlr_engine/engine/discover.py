@@ -147,13 +147,12 @@ def _glob(pattern: str, walk: _Walk) -> list[str]:
     loop-safe walk of its anchor (``glob`` and ``wcmatch`` follow directory symlinks without
     remembering them, so a loop recurses until the path is too long)."""
     if "**" not in pattern:
-        matches = wcglob.glob(pattern, flags=GLOB_FLAGS)
-    else:
-        anchors = {_glob_anchor(expanded) for expanded in bracex.expand(pattern)}
-        absolute = os.path.abspath(pattern)
-        matches = [path for anchor in sorted(anchors) for path in walk.files(anchor)
-                   if wcglob.globmatch(path, absolute, flags=GLOB_FLAGS)]
-    return [match for match in matches if not os.path.isdir(match)]
+        return [match for match in wcglob.glob(pattern, flags=GLOB_FLAGS)
+                if not os.path.isdir(match)]
+    anchors = {_glob_anchor(expanded) for expanded in bracex.expand(pattern)}
+    absolute = os.path.abspath(pattern)
+    return [path for anchor in sorted(anchors) for path in walk.files(anchor)  # no directories
+            if wcglob.globmatch(path, absolute, flags=GLOB_FLAGS)]
 
 
 def _expand(source: str | os.PathLike, walk: _Walk) -> tuple[list[str], list[str]]:
