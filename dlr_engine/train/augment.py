@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..config import PAPER
-from ..data.synth import reverb_and_noise, tempo_class
+from ..data.synth import _rng, reverb_and_noise, tempo_class
 
 STRETCH = (0.92, 1.08)
 P_ACCOMPANIMENT, P_EQ, P_COMPRESSION, P_REVERB = 0.4, 0.7, 0.5, 0.5
@@ -167,7 +167,7 @@ class Augmented(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         audio, labels = self.dataset[index]
-        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(self.epoch, index)))
+        rng = _rng(self.seed, self.epoch, index)
         if self.probability < 1.0 and rng.random() >= self.probability:  # no draw at 1.0: runs stay as they were
             samples = int(round(self.seconds * self.sample_rate))
             offset = int(rng.integers(0, len(audio) - samples + 1))
