@@ -7,7 +7,7 @@ cuobjdump Triton ships).
     python scripts/triton_sm90.py --all-configs
 
 Exits 1 when a tf32 / bfloat16 kernel has no tensor-core instruction, or a kernel spills
-registers in a config its autotuning tries.
+registers in a config checked (the first of its autotuning's, or each with ``--all-configs``).
 Published geometry (32 channels, 16 taps); inputs float32.
 """
 from __future__ import annotations
