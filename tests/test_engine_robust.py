@@ -280,3 +280,12 @@ def test_what_is_bit_identical(tmp_path):
             np.testing.assert_array_equal(four.outputs[name], again[track_id].outputs[name])
     assert "Model outputs (``embedding``, logits, probabilities) are\n    bit-identical for " \
            "the same batches" in extract.__doc__
+
+
+def test_recursive_glob_under_a_missing_folder_matches_nothing(tmp_path):
+    """A mistyped ``**`` glob is "no audio files found", not a failed row for a folder that
+    does not exist."""
+    from dlr_engine.engine.discover import discover
+
+    with pytest.raises(FileNotFoundError, match="no audio files found"):
+        discover(str(tmp_path / "no" / "such" / "**" / "*.wav"))

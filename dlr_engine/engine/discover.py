@@ -151,7 +151,9 @@ def _glob(pattern: str, walk: _Walk) -> list[str]:
                 if not os.path.isdir(match)]
     anchors = {_glob_anchor(expanded) for expanded in bracex.expand(pattern)}
     absolute = os.path.abspath(pattern)
-    return [path for anchor in sorted(anchors) for path in walk.files(anchor)  # no directories
+    # an anchor that does not exist matches nothing, as for glob (not an unreadable folder)
+    return [path for anchor in sorted(anchors) if os.path.isdir(anchor)
+            for path in walk.files(anchor)  # no directories
             if wcglob.globmatch(path, absolute, flags=GLOB_FLAGS)]
 
 
