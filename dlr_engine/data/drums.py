@@ -11,14 +11,20 @@ spawn_key=(...))`` streams, so clips render identically in any order:
 
 - the groove (family, kit, pattern variants, swing, fills, ghost notes, humanisation,
   accompaniment, room) is drawn from the *pair* ``index // 2``: clips ``2k`` and ``2k + 1`` play
-  the same groove. With probability ``OCTAVE_PAIR_PROBABILITY`` they play it at tempi an octave
-  apart (``bpm`` and ``2 * bpm``, labelled as such), so that a model cannot read the tempo from
-  the pattern's density; otherwise the second clip draws its own tempo;
+  the same groove. Each clip draws its tempo class uniformly (so the classes stay balanced);
+  where the two classes admit tempi an octave apart, with probability
+  ``OCTAVE_PAIR_PROBABILITY``, the pair plays at ``bpm`` and ``2 * bpm`` (labelled as such), so
+  that a model cannot read the tempo from the pattern's density (about half of the pairs);
 - the events (which variant each bar plays, fills, ghost notes, timing and velocity errors) are
   drawn per clip.
 
-Labels: ``bpm`` is the notated tempo (quarter-note beats per minute; a half-time groove at
-140 BPM puts its snare on beat 3 and is labelled 140), ``tempo_class`` follows from it,
+Labels: ``bpm`` is the felt beat rate, the beat a listener taps: the backbeat convention, with
+the snare on felt beats 2 and 4. For most families the felt beat is the notated quarter note;
+``Family.pulse`` says how many notated beats a felt beat spans otherwise (a half-time groove
+puts its snare on notated beat 3: pulse 2, a groove notated at 140 is labelled 70; a
+double-time groove puts it on every notated off-beat: pulse 0.5, notated 100 is labelled 200).
+A label that followed the notation would give the same audio two tempi an octave apart.
+``tempo_class`` follows from ``bpm``,
 ``style_index`` is ``NO_STYLE`` (the ballroom styles do not apply; the family name is the
 ``style``), ``tags`` as in ``synth.TAG_NAMES``.
 
@@ -44,7 +50,9 @@ NO_STYLE = -1
 BPM_RANGE = (60.0, 240.0)
 CLASS_BPM_RANGES = ((60.0, 112.0), (112.0, 149.0), (149.0, 187.0), (187.0, 240.0))
 """A clip's tempo: a tempo class drawn uniformly, then a BPM uniformly within its range."""
-OCTAVE_PAIR_PROBABILITY = 0.5
+OCTAVE_PAIR_PROBABILITY = 1.0
+"""Probability that a pair whose two tempo classes admit tempi an octave apart plays at such
+tempi (classes 0-1, 0-2, 0-3 and 1-3: half of the class pairs)."""
 BARS_PER_PHRASE = 4
 PRE_ROLL_SECONDS = 2.0
 """Events start this long before the clip, so that it opens inside a performance (ringing
@@ -101,13 +109,15 @@ FLUID_CHORUS_LEVEL = (0.0, 1.5)
 class Family:
     """A family of grooves: ``meter`` beats per bar, per voice its pattern variants (one bar on
     the sixteenth grid, the format of ``styles``; each bar plays one), whether it ``swings``,
-    and whether the snare plays ``ghosts``."""
+    whether the snare plays ``ghosts``, and ``pulse``: notated beats per felt (labelled) beat,
+    2 for a half-time feel, 0.5 for a double-time one (see the module docstring)."""
 
     name: str
     meter: int
     patterns: dict[str, tuple[str, ...]]
     swings: bool = False
     ghosts: bool = False
+    pulse: float = 1.0
 
     @property
     def steps_per_bar(self) -> int:
@@ -152,17 +162,17 @@ TRAIN_FAMILIES: tuple[Family, ...] = (
         "hat": ("x.x.|x.x.|x.x.|x.x.", "X.x.|X.x.|X.x.|X.x."),
         "ride": ("....|....|....|....", "x.x.|x.x.|x.x.|x.x."),
     }, swings=True, ghosts=True),
-    Family("halftime", 4, {
+    Family("halftime", 4, {  # notated eighths are felt sixteenths: no notated sixteenth hats
         "kick": ("X...|....|....|..x.", "X..x|....|....|....", "X...|...x|....|.x.."),
         "snare": ("....|....|X...|....",),
-        "hat": ("x.x.|x.x.|x.x.|x.x.", "xxxx|xxxx|xxxx|xxxx", "x.xx|x.x.|x.xx|x.x."),
-    }, ghosts=True),
+        "hat": ("x.x.|x.x.|x.x.|x.x.", "x...|x...|x...|x...", "X.x.|x.x.|X.x.|x.x."),
+    }, ghosts=True, pulse=2.0),
     Family("double_time", 4, {
         "kick": ("X...|X...|X...|X...", "X.x.|X...|X.x.|X..."),
         "snare": ("..X.|..X.|..X.|..X.", "..X.|..X.|..X.|..XX"),
         "hat": ("x...|x...|x...|x...", "x.x.|x.x.|x.x.|x.x."),
         "crash": ("....|....|....|....", "x...|....|....|...."),
-    }),
+    }, pulse=0.5),
     Family("hiphop", 4, {
         "kick": ("X...|....|..X.|....", "X..x|....|..X.|..x.", "X...|...x|..x.|...."),
         "snare": ("....|X...|....|X...", "....|X...|....|X..o"),
@@ -233,21 +243,24 @@ def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
     return float(rng.uniform(*bounds))
 
 
-def _class_bpm(rng: np.random.Generator) -> float:
-    return _uniform(rng, CLASS_BPM_RANGES[rng.integers(len(CLASS_BPM_RANGES))])
-
-
 def pair_bpms(pair: int, seed: int) -> tuple[float, float, bool]:
-    """Tempi of clips ``2 * pair`` and ``2 * pair + 1``, and whether they are an octave apart."""
+    """Felt tempi of clips ``2 * pair`` and ``2 * pair + 1``, and whether they are an octave apart.
+
+    Each clip's tempo class is drawn uniformly and independently, so the classes stay balanced
+    whatever the octave pairs do. If the two classes' BPM ranges hold tempi an octave apart, then
+    with probability ``OCTAVE_PAIR_PROBABILITY`` the slower clip draws its BPM uniformly where
+    that holds and the faster one plays at twice it; otherwise each draws within its class.
+    """
     rng = _rng(seed, pair, TEMPO_STREAM)
-    first = _class_bpm(rng)
-    octave = bool(rng.random() < OCTAVE_PAIR_PROBABILITY)
-    second = _class_bpm(rng)
-    if octave:
-        second = first * 2.0 if first * 2.0 <= BPM_RANGE[1] else first / 2.0
-        if second < BPM_RANGE[0]:  # neither octave fits (only if the ranges change)
-            second, octave = first, False
-    return round(first, 2), round(second, 2), octave
+    classes = rng.integers(len(CLASS_BPM_RANGES), size=2)
+    (slow_low, slow_high), (fast_low, fast_high) = (CLASS_BPM_RANGES[c] for c in sorted(classes))
+    low, high = max(slow_low, fast_low / 2.0), min(slow_high, fast_high / 2.0)
+    if low < high and rng.random() < OCTAVE_PAIR_PROBABILITY:
+        slow = round(_uniform(rng, (low, high)), 2)
+        first_is_slow = classes[0] < classes[1]
+        return (slow, 2.0 * slow, True) if first_is_slow else (2.0 * slow, slow, True)
+    first, second = (round(_uniform(rng, CLASS_BPM_RANGES[c]), 2) for c in classes)
+    return first, second, False
 
 
 @dataclass(frozen=True)
@@ -287,11 +300,16 @@ class DrumSpec:
     def groove(self) -> Family:
         return FAMILIES[self.family]
 
+    @property
+    def notated_bpm(self) -> float:
+        """Tempo of the family's notation (its grid's beats per minute): ``bpm * pulse``."""
+        return self.bpm * self.groove.pulse
+
     def onsets_per_second(self) -> float:
         """Distinct sixteenths played by the main variants of all voices, per second."""
         family = self.groove
         return onset_rate([family.grid(voice)[variants[0]] for voice, variants in self.variants.items()],
-                          family.meter, self.bpm)
+                          family.meter, self.notated_bpm)
 
     def labels(self) -> dict:
         """As ``synth.ClipSpec.labels``: ``style`` (the family), ``style_index`` (``NO_STYLE``),
@@ -393,7 +411,7 @@ def drum_events(spec: DrumSpec, seconds: float) -> NoteEvents:
     """The notes of ``spec`` from ``PRE_ROLL_SECONDS`` before the clip to its end."""
     family = spec.groove
     rng = _rng(spec.seed, spec.index, EVENT_STREAM)
-    beat_s = 60.0 / spec.bpm
+    beat_s = 60.0 / spec.notated_bpm
     first_bar = -int(np.ceil((PRE_ROLL_SECONDS / beat_s + spec.start_beats) / family.meter)) - 1
     last_bar = int(np.ceil((seconds / beat_s + spec.start_beats) / family.meter)) + 1
     grids = {voice: family.grid(voice) for voice in spec.variants}
@@ -437,9 +455,9 @@ def drum_events(spec: DrumSpec, seconds: float) -> NoteEvents:
 
 
 def _beat_times(spec: DrumSpec, beats: np.ndarray) -> np.ndarray:
-    """Seconds of positions ``beats`` (from the clip start): the nominal tempo with a slow drift
-    of ``drift_beats`` around it."""
-    beat_s = 60.0 / spec.bpm
+    """Seconds of positions ``beats`` (notated beats from the clip start): the notated tempo with
+    a slow drift of ``drift_beats`` around it."""
+    beat_s = 60.0 / spec.notated_bpm
     drift = spec.drift_beats * np.sin(2.0 * np.pi * beats / spec.drift_period_beats)
     return (beats + drift) * beat_s
 
@@ -453,7 +471,7 @@ def _accompaniment(spec: DrumSpec, part: str, beats: np.ndarray, voices: list[st
     """Bass on the kick hits (chord roots, sometimes the fifth) or chords on each bar's first beat
     and (in 4/4) its third, following ``spec.progression`` one chord per bar."""
     meter = spec.groove.meter
-    beat_s = 60.0 / spec.bpm
+    beat_s = 60.0 / spec.notated_bpm
     if part == "bass":
         at = beats[np.array([voice == "kick" for voice in voices], dtype=bool)]
         if not len(at):
