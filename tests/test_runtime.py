@@ -37,16 +37,17 @@ def random_block(in_channels, out_channels, kernel, pool, activation, padding, s
                        torch.randn(out_channels, generator=g), padding, pool, activation)
 
 
-def run_kernel(x: torch.Tensor, block: FoldedBlock, dtype=torch.float32, out_padding=(0, 0, 0, 0)):
+def run_kernel(x: torch.Tensor, block: FoldedBlock, dtype=torch.float32, out_padding=(0, 0, 0, 0),
+               algorithm="direct", out_dtype=None):
     """x (N, C, H, W) -> the kernel's output (N, C', H', W') float64, written into the interior
     of a NaN-filled buffer padded by out_padding (the border must stay NaN: untouched)."""
     xp = F.pad(x, block.padding).permute(0, 2, 3, 1).contiguous().to(dtype)
     rows, cols = block.out_size(xp.shape[1], xp.shape[2])
     left, right, top, bottom = out_padding
     buffer = torch.full((x.shape[0], rows + top + bottom, cols + left + right, block.out_channels),
-                        float("nan"), dtype=dtype)
+                        float("nan"), dtype=out_dtype or dtype)
     interior = buffer[:, top:top + rows, left:left + cols]
-    conv_block_cpu(xp, block, interior)
+    conv_block_cpu(xp, block, interior, algorithm)
     border = buffer.clone()
     border[:, top:top + rows, left:left + cols] = 0
     assert border.isnan().sum() == border.numel() - interior.numel()
@@ -60,30 +61,67 @@ GEOMETRIES = [  # batch, in, out, rows, cols, kernel, pool, activation, padding
     (1, 32, 32, 3, 2, (3, 3), (1, 1), "relu", (1, 1, 1, 1)),    # tiny, no pool
     (2, 16, 64, 15, 31, (3, 3), (3, 3), "elu", (1, 1, 1, 1)),   # CRNN-like
     (7, 1, 64, 11, 40, (3, 3), (2, 2), "identity", (0, 0, 0, 0)),
+    (2, 32, 32, 6, 26, (3, 3), (2, 2), "relu", (1, 1, 1, 1)),    # 13 Winograd tiles: 12 + 1
+    (2, 16, 64, 10, 14, (3, 3), (2, 4), "elu", (1, 1, 1, 1)),
 ]
+WINOGRAD = [g for g in GEOMETRIES if g[5] == (3, 3) and g[6][0] % 2 == 0 and g[6][1] % 2 == 0
+            and g[1] % 16 == 0]
+"""The geometries Winograd F(2x2, 3x3) runs (3x3, even pools, channels a multiple of 16)."""
+CASES = [(g, "direct") for g in GEOMETRIES] + [(g, "winograd") for g in WINOGRAD]
 
 
-@pytest.mark.parametrize("geometry", GEOMETRIES)
-def test_conv_block_matches_reference(geometry, cpu_isa):
+def reference(x: torch.Tensor, block: FoldedBlock) -> torch.Tensor:
+    """The block in float64."""
+    return conv_block_reference(x.double(), FoldedBlock(block.weight.double(), block.bias.double(),
+                                                        block.padding, block.pool, block.activation))
+
+
+@pytest.mark.parametrize("geometry, algorithm", CASES)
+def test_conv_block_matches_reference(geometry, algorithm, cpu_isa):
     batch, cin, cout, rows, cols, kernel, pool, activation, padding = geometry
     block = random_block(cin, cout, kernel, pool, activation, padding)
     x = torch.randn(batch, cin, rows, cols)
-    ref = conv_block_reference(x.double(), FoldedBlock(block.weight.double(), block.bias.double(),
-                                                       padding, block.pool, activation))
-    got = run_kernel(x, block, out_padding=(1, 2, 1, 0))
+    ref = reference(x, block)
+    got = run_kernel(x, block, out_padding=(1, 2, 1, 0), algorithm=algorithm)
     assert got.shape == ref.shape
     assert rel_err(got, ref) < 1e-6
 
 
 @needs_bf16
-@pytest.mark.parametrize("geometry", [g for g in GEOMETRIES if g[1] * g[5][1] % 2 == 0])
-def test_conv_block_bfloat16(geometry):
+@pytest.mark.parametrize("geometry, algorithm", [(g, a) for g, a in CASES if g[1] * g[5][1] % 2 == 0])
+def test_conv_block_bfloat16(geometry, algorithm):
     batch, cin, cout, rows, cols, kernel, pool, activation, padding = geometry
     block = random_block(cin, cout, kernel, pool, activation, padding)
     x = torch.randn(batch, cin, rows, cols)
-    ref = conv_block_reference(x.double(), FoldedBlock(block.weight.double(), block.bias.double(),
-                                                       padding, block.pool, activation))
-    assert rel_err(run_kernel(x, block, torch.bfloat16), ref) < 1e-2
+    got = run_kernel(x, block, torch.bfloat16, out_padding=(1, 0, 0, 1), algorithm=algorithm)
+    assert rel_err(got, reference(x, block)) < 1e-2
+
+
+@needs_bf16
+@pytest.mark.parametrize("geometry, algorithm", [(g, a) for g, a in CASES if g[2] % 32 == 0])
+def test_conv_block_float32_to_bfloat16(geometry, algorithm):
+    """A float32 block writing bfloat16 (the block before a bfloat16 one) computes in float32:
+    its output is the float32 kernel's rounded to bfloat16, bit for bit."""
+    batch, cin, cout, rows, cols, kernel, pool, activation, padding = geometry
+    block = random_block(cin, cout, kernel, pool, activation, padding)
+    x = torch.randn(batch, cin, rows, cols)
+    got = run_kernel(x, block, out_padding=(0, 1, 1, 0), algorithm=algorithm, out_dtype=torch.bfloat16)
+    as_float32 = run_kernel(x, block, algorithm=algorithm)
+    assert torch.equal(got, as_float32.to(torch.bfloat16).double())
+    assert rel_err(got, reference(x, block)) < 1e-2
+
+
+def test_winograd_kernels_transform():
+    """U = G g G^T: for a 4 x 4 patch d, A^T (U * (B^T d B)) A is the 2 x 2 correlation of d with
+    the 3 x 3 kernel g (the identity the kernel's transforms rest on)."""
+    g = torch.randn(3, 3, dtype=torch.float64)
+    d = torch.randn(4, 4, dtype=torch.float64)
+    b_t = torch.tensor([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=torch.float64)
+    a_t = torch.tensor([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=torch.float64)
+    u = conv_block_module.winograd_kernels(g[None, None]).view(4, 4)
+    got = a_t @ (u * (b_t @ d @ b_t.T)) @ a_t.T
+    expected = F.conv2d(d[None, None], g[None, None])[0, 0]
+    assert torch.allclose(got, expected, atol=1e-12)
 
 
 def test_conv_block_reasons():
@@ -93,9 +131,15 @@ def test_conv_block_reasons():
     assert "geometry" in cpu_kernel_reason(block, (1, 10, 10, 1), False)
     block = random_block(1, 32, (3, 3), (2, 2), "relu", (1, 1, 1, 1))
     assert cpu_kernel_reason(block, (1, 10, 10, 1), False) is None
-    assert "odd" in cpu_kernel_reason(block, (1, 10, 10, 1), True)  # run 3 x 1 is odd
+    if dlr_bf16_supported():
+        assert "is odd" in cpu_kernel_reason(block, (1, 10, 10, 1), True)  # run 3 x 1
     with pytest.raises(ValueError, match="conv_block_cpu cannot run"):
         conv_block_cpu(torch.zeros(1, 10, 10, 2), block, torch.zeros(1, 4, 4, 32))
+    assert "Winograd" in cpu_kernel_reason(block, (1, 10, 10, 1), False, algorithm="winograd")  # 1 channel
+    assert "Winograd" in cpu_kernel_reason(random_block(32, 32, (3, 3), (3, 3), "relu", (1, 1, 1, 1)),
+                                           (1, 10, 10, 32), False, algorithm="winograd")  # odd pool
+    with pytest.raises(ValueError, match="bfloat16 x needs a bfloat16 out"):
+        conv_block_cpu(torch.zeros(1, 10, 10, 1, dtype=torch.bfloat16), block, torch.zeros(1, 4, 4, 32))
 
 
 def test_conv_block_nan_propagates():
@@ -323,10 +367,12 @@ def test_conv_block_op_opcheck():
     block = random_block(32, 32, (3, 3), (2, 2), "relu", (1, 1, 1, 1))
     x = F.pad(torch.randn(2, 32, 9, 11), block.padding).permute(0, 2, 3, 1).contiguous()
     out = torch.empty(2, *block.out_size(x.shape[1], x.shape[2]), 32)
-    packed = block.packed(False, conv_block_module._extension().conv_block_channel_multiple())
     geometry = conv_block_module._geometry(tuple(x.shape), x.stride(), block, out.stride())
-    torch.library.opcheck(conv_block_module._conv_block_op,
-                          (x, packed, block.bias, out, geometry, 1, False))
+    multiple = conv_block_module._extension().conv_block_channel_multiple()
+    for algorithm, code in conv_block_module.ALGORITHMS.items():
+        torch.library.opcheck(conv_block_module._conv_block_op,
+                              (x, block.packed(False, multiple, algorithm), block.bias, out,
+                               geometry, 1, code, 0))
 
 
 @pytest.mark.parametrize("stride, pool", [(3, (1, 1)), (2, (1, 3)), (3, (1, 2))])

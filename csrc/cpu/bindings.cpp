@@ -130,11 +130,31 @@ dlr::ConvBlockGeometry make_conv_block(std::vector<int64_t> shape, int activatio
   return geo;
 }
 
-// Whether the conv block runs for this geometry (bfloat16: the AVX512_BF16 kernel).
-bool conv_block_supports(const dlr::ConvBlockGeometry& geo, bool bfloat16) {
-  if (!bfloat16) return kernels().conv_block_supports(geo);
+dlr::ConvAlgorithm make_algorithm(int algorithm) {
+  if (algorithm < 0 || algorithm > 1)
+    throw std::invalid_argument("algorithm must be 0 (direct) or 1 (winograd)");
+  return static_cast<dlr::ConvAlgorithm>(algorithm);
+}
+
+// The conv block's input -> output precisions (the bfloat16 ones: AVX512_BF16 kernels).
+enum class BlockPrecision : int { kFloat32 = 0, kBFloat16 = 1, kFloat32ToBFloat16 = 2 };
+
+BlockPrecision make_precision(int precision) {
+  if (precision < 0 || precision > 2)
+    throw std::invalid_argument("precision must be 0 (float32), 1 (bfloat16) or 2 (float32 in, "
+                                "bfloat16 out)");
+  return static_cast<BlockPrecision>(precision);
+}
+
+// Whether the conv block runs for this geometry, algorithm and precision.
+bool conv_block_supports(const dlr::ConvBlockGeometry& geo, dlr::ConvAlgorithm algorithm,
+                         BlockPrecision precision) {
+  if (precision == BlockPrecision::kFloat32) return kernels().conv_block_supports(geo, algorithm);
 #if defined(DLR_HAVE_X86_VARIANTS)
-  return bf16_supported() && dlr::avx512bf16::conv_block_bf16_supports(geo);
+  if (!bf16_supported()) return false;
+  return precision == BlockPrecision::kBFloat16
+             ? dlr::avx512bf16::conv_block_bf16_supports(geo, algorithm)
+             : dlr::avx512bf16::conv_block_to_bf16_supports(geo, algorithm);
 #else
   return false;
 #endif
@@ -198,35 +218,46 @@ PYBIND11_MODULE(_dlr_cpu, m) {
       "Output-channel block of the packed float32 conv-block weights (the active ISA's).");
   m.def(
       "conv_block_supports",
-      [](std::vector<int64_t> shape, int activation, bool bfloat16) {
-        return conv_block_supports(make_conv_block(shape, activation), bfloat16);
+      [](std::vector<int64_t> shape, int activation, int algorithm, int precision) {
+        return conv_block_supports(make_conv_block(shape, activation), make_algorithm(algorithm),
+                                   make_precision(precision));
       },
-      "Whether the fused conv block runs this geometry (sizes as conv_block).");
+      "Whether the fused conv block runs this geometry with this algorithm (as conv_block).");
   m.def(
       "conv_block",
       [](uintptr_t x, uintptr_t w, uintptr_t bias, uintptr_t out, std::vector<int64_t> shape,
-         int activation, int threads, bool bfloat16) {
+         int activation, int algorithm, int threads, int precision) {
         const dlr::ConvBlockGeometry geo = make_conv_block(shape, activation);
-        if (!conv_block_supports(geo, bfloat16))
+        const dlr::ConvAlgorithm algo = make_algorithm(algorithm);
+        const BlockPrecision prec = make_precision(precision);
+        if (!conv_block_supports(geo, algo, prec))
           throw std::invalid_argument("the fused conv block does not run this geometry here "
                                       "(see conv_block_supports)");
         py::gil_scoped_release release;
 #if defined(DLR_HAVE_X86_VARIANTS)
-        if (bfloat16) {
+        if (prec == BlockPrecision::kBFloat16) {
           dlr::avx512bf16::conv_block_bf16(as_ptr<const uint16_t>(x), as_ptr<const uint32_t>(w),
                                            as_ptr<const float>(bias), as_ptr<uint16_t>(out), geo,
-                                           threads);
+                                           algo, threads);
+          return;
+        }
+        if (prec == BlockPrecision::kFloat32ToBFloat16) {
+          dlr::avx512bf16::conv_block_to_bf16(as_ptr<const float>(x), as_ptr<const float>(w),
+                                              as_ptr<const float>(bias), as_ptr<uint16_t>(out),
+                                              geo, algo, threads);
           return;
         }
 #endif
         kernels().conv_block(as_ptr<const float>(x), as_ptr<const float>(w),
-                             as_ptr<const float>(bias), as_ptr<float>(out), geo, threads);
+                             as_ptr<const float>(bias), as_ptr<float>(out), geo, algo, threads);
       },
       "out <- act(max_pool(conv(x, w)) + bias), never writing the conv output; shape = (batch, "
       "in_rows, in_cols, in_channels, in_batch_stride, in_row_stride, kernel_rows, kernel_cols, "
       "out_channels, pool_rows, pool_cols, out_batch_stride, out_row_stride, out_col_stride, "
       "stride_cols) "
-      "(conv_block_cpu.h); bfloat16: x, w pairs and out bfloat16 (AVX512_BF16).");
+      "(conv_block_cpu.h); algorithm 0 direct, 1 Winograd F(2x2, 3x3) (w transformed); "
+      "precision 0 float32, 1 bfloat16 (x, w pairs and out; AVX512_BF16), 2 float32 x and w "
+      "(channel block 32), bfloat16 out.");
   m.def("bf16_supported", &bf16_supported,
         "Whether this CPU runs the bfloat16 forward (AVX512_BF16) and it was built.");
   m.def(

@@ -9,6 +9,8 @@
 
 #include "conv_block_cpu.h"
 #include "conv_block_driver.h"
+#include "conv_block_float32.h"
+#include "conv_block_winograd.h"
 
 namespace dlr {
 namespace avx512bf16 {
@@ -52,21 +54,61 @@ struct BFloat16Math {
       for (int j = 0; j < kCoutVectors; ++j) acc[r][j] = (V)sums[r][j];
   }
 
+  // bfloat16 -> float32 (exact: the 16 bits become the top half)
+  static inline V load(const uint16_t* p) {
+    const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return (V)_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16);
+  }
+
   // float32 -> bfloat16, round to nearest even (VCVTNEPS2BF16; NaN stays NaN)
   static inline void store(uint16_t* p, V v) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh((__m512)v));
   }
+  static inline void store_input(uint16_t* p, V v) { store(p, v); }
 };
+
+// float32 input and weights on the float32 tile, bfloat16 output: a float32 block whose next
+// block runs in bfloat16 writes that block's input directly.
+struct Float32ToBFloat16Math : Float32Tile<16> {
+  using Out = uint16_t;
+  static inline void store(uint16_t* p, V v) { BFloat16Math::store(p, v); }
+};
+
+template <class Math>
+bool supports(const ConvBlockGeometry& geo, ConvAlgorithm algorithm) {
+  return algorithm == ConvAlgorithm::kWinograd ? conv_block_detail::supports_winograd<Math>(geo)
+                                               : conv_block_detail::supports<Math>(geo);
+}
+
+template <class Math>
+void run(const typename Math::In* x, const typename Math::Weight* w, const float* bias,
+         typename Math::Out* out, const ConvBlockGeometry& geo, ConvAlgorithm algorithm,
+         int threads) {
+  if (algorithm == ConvAlgorithm::kWinograd)
+    conv_block_detail::run_winograd<Math>(x, w, bias, out, geo, threads);
+  else
+    conv_block_detail::run<Math>(x, w, bias, out, geo, threads);
+}
 
 }  // namespace
 
-bool conv_block_bf16_supports(const ConvBlockGeometry& geo) {
-  return geo.run() % 2 == 0 && conv_block_detail::supports<BFloat16Math>(geo);
+bool conv_block_bf16_supports(const ConvBlockGeometry& geo, ConvAlgorithm algorithm) {
+  return (algorithm == ConvAlgorithm::kWinograd || geo.run() % 2 == 0) &&
+         supports<BFloat16Math>(geo, algorithm);
 }
 
 void conv_block_bf16(const uint16_t* x, const uint32_t* w_pairs, const float* bias, uint16_t* out,
-                     const ConvBlockGeometry& geo, int threads) {
-  conv_block_detail::run<BFloat16Math>(x, w_pairs, bias, out, geo, threads);
+                     const ConvBlockGeometry& geo, ConvAlgorithm algorithm, int threads) {
+  run<BFloat16Math>(x, w_pairs, bias, out, geo, algorithm, threads);
+}
+
+bool conv_block_to_bf16_supports(const ConvBlockGeometry& geo, ConvAlgorithm algorithm) {
+  return supports<Float32ToBFloat16Math>(geo, algorithm);
+}
+
+void conv_block_to_bf16(const float* x, const float* w, const float* bias, uint16_t* out,
+                        const ConvBlockGeometry& geo, ConvAlgorithm algorithm, int threads) {
+  run<Float32ToBFloat16Math>(x, w, bias, out, geo, algorithm, threads);
 }
 
 }  // namespace avx512bf16

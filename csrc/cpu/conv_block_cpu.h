@@ -1,6 +1,11 @@
 // Entry points of the fused inference conv block (conv_block_kernel.cpp, float32, one set per
 // instruction set; conv_block_bf16_kernel.cpp, bfloat16, AVX512_BF16 only).
 //
+// Two algorithms (ConvAlgorithm): kDirect, register tiles of conv columns x output channels
+// (conv_block_driver.h); kWinograd, Winograd F(2x2, 3x3) for 3x3 kernels at stride 1 with even
+// pools (conv_block_winograd.h): 16 multiplies per 2x2 outputs instead of 36, each 2x2 output
+// tile max-pooled as it is made. Their packed weights differ (see w below).
+//
 // One block: out = max_pool(act(conv2d(x, w, column stride) + bias)), evaluated as act(max_pool(conv) + bias)
 // (exact for the non-decreasing activations here), so the full-size conv output is never
 // written: each work item (clip, pooled output row) keeps the max of its pool_rows conv rows in
@@ -14,6 +19,9 @@
 //        kernel_rows, kernel_cols * in_channels / 2, 32) pairs of bfloat16 in one 32-bit word
 //        (the lower one first): the reduction of a kernel row runs over the contiguous
 //        kernel_cols * in_channels values of x.
+//        kWinograd: the transformed kernels U = G g G^T (4 x 4 per channel pair), packed
+//        (out_channels / block, 16, in_channels, block) float32, or (out_channels / 32, 16,
+//        in_channels / 2, 32) bfloat16 pairs of consecutive input channels.
 //   bias (out_channels) float32 (eval batch norm folded in by the caller).
 //   out  (batch, out_rows, out_cols, out_channels) with the given row / column / clip strides
 //        (it may be the interior of the next block's zero-padded input).
@@ -24,6 +32,7 @@
 namespace dlr {
 
 enum class Activation : int { kIdentity = 0, kRelu = 1, kElu = 2 };
+enum class ConvAlgorithm : int { kDirect = 0, kWinograd = 1 };
 
 struct ConvBlockGeometry {
   int64_t batch, in_rows, in_cols, in_channels;
@@ -57,10 +66,10 @@ inline bool conv_block_shape_ok(const ConvBlockGeometry& geo) {
   namespace isa {                                                                            \
   /* the packed weights' channel block; out_channels must be a multiple of it */           \
   int64_t conv_block_channel_multiple();                                                     \
-  /* whether the tiles cover geo (channels, a pool width one of the tile sizes, shapes) */   \
-  bool conv_block_supports(const ConvBlockGeometry& geo);                                    \
+  /* whether the algorithm covers geo (channels, pool, kernel, shapes) */                  \
+  bool conv_block_supports(const ConvBlockGeometry& geo, ConvAlgorithm algorithm);           \
   void conv_block(const float* x, const float* w, const float* bias, float* out,             \
-                  const ConvBlockGeometry& geo, int threads);                                \
+                  const ConvBlockGeometry& geo, ConvAlgorithm algorithm, int threads);       \
   }
 
 DLR_DECLARE_CONV_BLOCK(generic)
@@ -69,9 +78,14 @@ DLR_DECLARE_CONV_BLOCK(avx2)
 DLR_DECLARE_CONV_BLOCK(avx512)
 namespace avx512bf16 {
 // x and out bfloat16 bits; needs run() even, out_channels a multiple of 32.
-bool conv_block_bf16_supports(const ConvBlockGeometry& geo);
+bool conv_block_bf16_supports(const ConvBlockGeometry& geo, ConvAlgorithm algorithm);
 void conv_block_bf16(const uint16_t* x, const uint32_t* w_pairs, const float* bias, uint16_t* out,
-                     const ConvBlockGeometry& geo, int threads);
+                     const ConvBlockGeometry& geo, ConvAlgorithm algorithm, int threads);
+// x float32 and w packed as the float32 kernel's with a channel block of 32, out bfloat16 bits
+// (a float32 block feeding a bfloat16 one).
+bool conv_block_to_bf16_supports(const ConvBlockGeometry& geo, ConvAlgorithm algorithm);
+void conv_block_to_bf16(const float* x, const float* w, const float* bias, uint16_t* out,
+                        const ConvBlockGeometry& geo, ConvAlgorithm algorithm, int threads);
 }  // namespace avx512bf16
 #endif
 

@@ -8,6 +8,8 @@
 //   Math::tile<R>(x, geo, w, acc)              acc[R][kCoutVectors] = conv at R columns from x,
 //                                              w the packed weights of one channel block
 //   Math::store(Out* p, vec v)                 writes kWidth output channels
+//   Math::load(const In* p), Math::store_input(In* p, vec v)
+//                                              kWidth channels of the input type (Winograd)
 #pragma once
 
 #include <cmath>
@@ -85,6 +87,23 @@ inline bool supports(const ConvBlockGeometry& geo) {
          geo.out_channels % (Math::kWidth * Math::kCoutVectors) == 0;
 }
 
+// The epilogue of one pooled output row: dst[col, channel] = act(pooled[col, channel] + bias)
+// for the geo.out_cols() columns (pooled: (out_cols, out_channels) float32 maxima).
+template <class Math>
+inline void write_row(const vec<Math::kWidth>* pooled, const float* bias, typename Math::Out* dst,
+                      const ConvBlockGeometry& geo) {
+  using V = vec<Math::kWidth>;
+  constexpr int W = Math::kWidth;
+  const int64_t cout_vectors = geo.out_channels / W;
+  for (int64_t col = 0; col < geo.out_cols(); ++col)
+    for (int64_t v = 0; v < cout_vectors; ++v) {
+      V b;
+      for (int i = 0; i < W; ++i) b[i] = bias[v * W + i];
+      V y = pooled[col * cout_vectors + v] + b;
+      Math::store(dst + col * geo.out_col_stride + v * W, activate(y, geo.activation, W));
+    }
+}
+
 template <class Math>
 void run(const typename Math::In* x, const typename Math::Weight* w, const float* bias,
          typename Math::Out* out, const ConvBlockGeometry& geo, int threads) {
@@ -119,14 +138,8 @@ void run(const typename Math::In* x, const typename Math::Weight* w, const float
           }
         }
       }
-      typename Math::Out* dst = out + n * geo.out_batch_stride + row * geo.out_row_stride;
-      for (int64_t col = 0; col < out_cols; ++col)
-        for (int64_t v = 0; v < cout_vectors; ++v) {
-          V b;
-          for (int i = 0; i < W; ++i) b[i] = bias[v * W + i];
-          V y = pooled[col * cout_vectors + v] + b;
-          Math::store(dst + col * geo.out_col_stride + v * W, activate(y, geo.activation, W));
-        }
+      write_row<Math>(pooled.data(), bias, out + n * geo.out_batch_stride + row * geo.out_row_stride,
+                      geo);
     }
   }
 }

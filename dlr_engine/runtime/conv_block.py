@@ -3,6 +3,10 @@ into ``w`` and ``bias``: the folded parameters (``FoldedBlock``), the plain-torc
 (``conv_block_reference``) and the fused C++ CPU kernel (``conv_block_cpu``, csrc/cpu/
 conv_block_kernel.cpp) that never writes the conv output.
 
+The kernel has two algorithms (``ALGORITHMS``): ``direct`` (any kernel) and ``winograd``
+(F(2x2, 3x3): 3x3 kernels at stride 1 with even pools, 16 multiplies per 2x2 outputs instead
+of 36; csrc/cpu/conv_block_winograd.h). ``conv_block_cpu`` takes Winograd where it runs.
+
 Layout of the kernel's activations: channels innermost, ``(batch, rows, cols, channels)``
 ("NHWC"; ``t.permute(0, 3, 1, 2)`` is the same memory as a channels-last NCHW tensor).
 """
@@ -18,6 +22,11 @@ ACTIVATIONS = {"identity": 0, "relu": 1, "elu": 2}
 """Activations of a block (all non-decreasing: pooling before them is exact) -> kernel code."""
 BF16_CHANNEL_BLOCK = 32
 """Output channels per packed block of the bfloat16 kernel (2 AVX-512 vectors)."""
+ALGORITHMS = {"direct": 0, "winograd": 1}
+"""Algorithms of the fused kernel -> kernel code."""
+WINOGRAD_G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]],
+                          dtype=torch.float64)
+"""G of Winograd F(2, 3): a 3-tap kernel g -> its 4 transformed values G g."""
 
 
 def _extension():
@@ -85,22 +94,36 @@ class FoldedBlock:
         return ((padded_rows - kernel_rows + 1) // self.pool[0],
                 ((padded_cols - kernel_cols) // self.stride + 1) // self.pool[1])
 
-    def packed(self, bfloat16: bool, channel_block: int) -> Tensor:
-        """The weights in the kernel's layout, made once per (precision, channel block):
-        float32 (out / block, kernel_rows, kernel_cols * in, block); bfloat16 pairs of
-        consecutive reduction values in one int32 (out / 32, kernel_rows, run / 2, 32)."""
-        key = (bfloat16, channel_block)
+    def packed(self, bfloat16: bool, channel_block: int, algorithm: str = "direct") -> Tensor:
+        """The weights in the kernel's layout, made once per (precision, channel block,
+        algorithm): float32 (out / block, kernel_rows, kernel_cols * in, block); bfloat16 pairs
+        of consecutive reduction values in one int32 (out / 32, kernel_rows, run / 2, 32).
+        Winograd: the same of the transformed kernels, 16 "rows" of one column each."""
+        key = (bfloat16, channel_block, algorithm)
         if key not in self._packed:
-            out_channels, _, kernel_rows, _ = self.weight.shape
-            rows = self.weight.permute(2, 3, 1, 0).reshape(kernel_rows, -1, out_channels)
-            if bfloat16:
-                pairs = rows.to(torch.bfloat16).unflatten(1, (-1, 2))       # (kr, run/2, 2, out)
-                pairs = pairs.unflatten(3, (-1, channel_block)).permute(3, 0, 1, 4, 2)
-                self._packed[key] = pairs.contiguous().view(torch.int32)[..., 0]
-            else:
-                blocks = rows.unflatten(2, (-1, channel_block)).permute(2, 0, 1, 3)
-                self._packed[key] = blocks.contiguous()
+            weight = winograd_kernels(self.weight) if algorithm == "winograd" else self.weight
+            self._packed[key] = _pack(weight, bfloat16, channel_block)
         return self._packed[key]
+
+
+def winograd_kernels(weight: Tensor) -> Tensor:
+    """U = G g G^T of each 3x3 kernel g of ``weight`` (out, in, 3, 3), as (out, in, 16, 1)
+    (the 4 x 4 points row-major), computed in float64 and returned in ``weight``'s dtype."""
+    g = WINOGRAD_G.to(weight.device)
+    transformed = g @ weight.double() @ g.T
+    return transformed.flatten(2).unsqueeze(3).to(weight.dtype)
+
+
+def _pack(weight: Tensor, bfloat16: bool, channel_block: int) -> Tensor:
+    """(out, in, kernel_rows, kernel_cols) float32 -> the kernel's packed layout (see
+    ``FoldedBlock.packed``)."""
+    out_channels, _, kernel_rows, _ = weight.shape
+    rows = weight.permute(2, 3, 1, 0).reshape(kernel_rows, -1, out_channels)
+    if bfloat16:
+        pairs = rows.to(torch.bfloat16).unflatten(1, (-1, 2))       # (kr, run/2, 2, out)
+        pairs = pairs.unflatten(3, (-1, channel_block)).permute(3, 0, 1, 4, 2)
+        return pairs.contiguous().view(torch.int32)[..., 0]
+    return rows.unflatten(2, (-1, channel_block)).permute(2, 0, 1, 3).contiguous()
 
 
 def activate(x: Tensor, activation: str) -> Tensor:
@@ -133,56 +156,97 @@ def _channels_innermost(x: Tensor) -> bool:
     return (x.shape[3] == 1 or x.stride(3) == 1) and (x.shape[2] == 1 or x.stride(2) == x.shape[3])
 
 
+def _precision(bfloat16: bool, out_bfloat16: bool | None) -> int:
+    """The kernel's precision code: 0 float32, 1 bfloat16, 2 float32 in and bfloat16 out."""
+    out_bfloat16 = bfloat16 if out_bfloat16 is None else out_bfloat16
+    if bfloat16 and not out_bfloat16:
+        raise ValueError("a bfloat16 input needs a bfloat16 output")
+    return 1 if bfloat16 else 2 if out_bfloat16 else 0
+
+
+def _channel_block(precision: int) -> int:
+    """Output channels per packed block for a precision code (bfloat16 output: 32)."""
+    return _extension().conv_block_channel_multiple() if precision == 0 else BF16_CHANNEL_BLOCK
+
+
 def cpu_kernel_reason(block: FoldedBlock, in_shape: tuple[int, ...], bfloat16: bool,
-                      device: torch.device | str = "cpu") -> str | None:
-    """Why ``conv_block_cpu`` cannot run ``block`` on a padded NHWC input of ``in_shape``
-    (batch, rows, cols, in_channels) on ``device`` (None: it can)."""
+                      device: torch.device | str = "cpu", algorithm: str = "direct",
+                      out_bfloat16: bool | None = None) -> str | None:
+    """Why ``conv_block_cpu`` cannot run ``block`` with ``algorithm`` on a padded NHWC input of
+    ``in_shape`` (batch, rows, cols, in_channels) on ``device`` (None: it can); ``bfloat16``
+    the input's precision, ``out_bfloat16`` the output's (None: the input's)."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {list(ALGORITHMS)}, got {algorithm!r}")
+    precision = _precision(bfloat16, out_bfloat16)
     ext = _extension()
     if ext is None:
         return "the C++ extension dlr_engine._dlr_cpu was not built (or predates the conv block)"
     if torch.device(device).type != "cpu":
         return f"the input is on {device}, the kernel runs on the CPU"
-    multiple = BF16_CHANNEL_BLOCK if bfloat16 else ext.conv_block_channel_multiple()
+    multiple = _channel_block(precision)
     if block.out_channels % multiple:
         return f"{block.out_channels} output channels are not a multiple of {multiple}"
     if in_shape[3] != block.weight.shape[1]:
         return f"the input has {in_shape[3]} channels, the block takes {block.weight.shape[1]}"
+    run = block.weight.shape[3] * in_shape[3]
+    if precision == 1 and algorithm == "direct" and run % 2:
+        return (f"kernel_cols x in_channels = {run} is odd: the bfloat16 kernel multiplies pairs "
+                "of them")
     geometry = _geometry(tuple(in_shape), (0, 0), block, (0, 0, 0))
-    if not ext.conv_block_supports(geometry, ACTIVATIONS[block.activation], bfloat16):
-        return ("the kernel does not cover this geometry (pool width, an odd kernel_cols x "
-                "in_channels in bfloat16, no AVX512_BF16, or an empty output)")
+    if not ext.conv_block_supports(geometry, ACTIVATIONS[block.activation], ALGORITHMS[algorithm],
+                                   precision):
+        if algorithm == "winograd":
+            return ("Winograd F(2x2, 3x3) needs a 3x3 kernel at stride 1, even pool sizes and "
+                    "input channels a multiple of the vector width (or no AVX512_BF16)")
+        return ("the kernel does not cover this geometry (pool width, no AVX512_BF16, or an "
+                "empty output)")
     return None
+
+
+def best_algorithm(block: FoldedBlock, in_shape: tuple[int, ...], bfloat16: bool,
+                   out_bfloat16: bool | None = None) -> str:
+    """``winograd`` where it runs ``block`` on a padded CPU input of ``in_shape``, else
+    ``direct``."""
+    reason = cpu_kernel_reason(block, in_shape, bfloat16, "cpu", "winograd", out_bfloat16)
+    return "winograd" if reason is None else "direct"
 
 
 @torch.library.custom_op("dlr_engine::conv_block_cpu", mutates_args=("out",))
 def _conv_block_op(x: Tensor, packed: Tensor, bias: Tensor, out: Tensor, geometry: list[int],
-                   activation: int, bfloat16: bool) -> None:
+                   activation: int, algorithm: int, precision: int) -> None:
     _extension().conv_block(x.data_ptr(), packed.data_ptr(), bias.data_ptr(), out.data_ptr(),
-                            geometry, activation, torch.get_num_threads(), bfloat16)
+                            geometry, activation, algorithm, torch.get_num_threads(), precision)
 
 
 @_conv_block_op.register_fake
-def _conv_block_fake(x, packed, bias, out, geometry, activation, bfloat16) -> None:
+def _conv_block_fake(x, packed, bias, out, geometry, activation, algorithm, precision) -> None:
     return None
 
 
-def conv_block_cpu(x: Tensor, block: FoldedBlock, out: Tensor) -> Tensor:
+def conv_block_cpu(x: Tensor, block: FoldedBlock, out: Tensor, algorithm: str | None = None) -> Tensor:
     """The fused kernel: x (N, rows, cols, in_channels) padded, channels innermost, float32 or
-    bfloat16 -> writes ``out`` (N, rows', cols', out_channels) of x's dtype (any row / column /
-    clip strides, channels innermost; e.g. the interior of the next block's padded input).
-    The conv output is never stored: per (clip, pooled row) one pooled row of float32 maxima."""
-    bfloat16 = x.dtype == torch.bfloat16
-    reason = cpu_kernel_reason(block, tuple(x.shape), bfloat16, x.device)
+    bfloat16 -> writes ``out`` (N, rows', cols', out_channels) of x's dtype, or bfloat16 from a
+    float32 x (any row / column / clip strides, channels innermost; e.g. the interior of the
+    next block's padded input). The conv output is never stored: per (clip, pooled row) one
+    pooled row of float32 maxima. ``algorithm``: ``direct``, ``winograd``, or None for
+    ``best_algorithm``."""
+    bfloat16, out_bfloat16 = x.dtype == torch.bfloat16, out.dtype == torch.bfloat16
+    if bfloat16 and not out_bfloat16:
+        raise ValueError(f"conv_block_cpu cannot run: a bfloat16 x needs a bfloat16 out, got {out.dtype}")
+    if algorithm is None and x.device.type == "cpu" and _extension() is not None:
+        algorithm = best_algorithm(block, tuple(x.shape), bfloat16, out_bfloat16)
+    algorithm = algorithm or "direct"
+    reason = cpu_kernel_reason(block, tuple(x.shape), bfloat16, x.device, algorithm, out_bfloat16)
     if reason is None and not _channels_innermost(x):
         reason = "x must have channels innermost and columns in_channels apart"
-    if reason is None and (out.dtype != x.dtype or out.stride(3) != 1
+    if reason is None and (out.dtype not in (x.dtype, torch.bfloat16) or out.stride(3) != 1
                            or tuple(out.shape) != (x.shape[0], *block.out_size(x.shape[1], x.shape[2]),
                                                    block.out_channels)):
         reason = f"out {tuple(out.shape)} {out.dtype} does not match the block's output"
     if reason is not None:
         raise ValueError(f"conv_block_cpu cannot run: {reason}")
-    multiple = BF16_CHANNEL_BLOCK if bfloat16 else _extension().conv_block_channel_multiple()
-    _conv_block_op(x, block.packed(bfloat16, multiple), block.bias, out,
+    precision = _precision(bfloat16, out_bfloat16)
+    _conv_block_op(x, block.packed(bfloat16, _channel_block(precision), algorithm), block.bias, out,
                    _geometry(tuple(x.shape), x.stride(), block, out.stride()),
-                   ACTIVATIONS[block.activation], bfloat16)
+                   ACTIVATIONS[block.activation], ALGORITHMS[algorithm], precision)
     return out

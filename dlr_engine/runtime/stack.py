@@ -122,13 +122,19 @@ class ConvStack:
             if backend == "torch":
                 y = conv_block_reference(x.permute(0, 3, 1, 2).float(), _unpadded(block))
                 interior.copy_(y.permute(0, 2, 3, 1))
-            elif dtype == dtypes[i]:
+            elif dtype == dtypes[i] or _writes_bfloat16(block, x, dtype):
                 conv_block_cpu(x, block, interior)
             else:  # the next block runs in another precision: through a staging buffer
                 staging = self._buffer(-i - 1, *interior.shape, NO_PADDING, dtypes[i], device)[0]
                 interior.copy_(conv_block_cpu(x, block, staging))
             x = out
         return x.float()
+
+
+def _writes_bfloat16(block: FoldedBlock, x: Tensor, dtype: torch.dtype) -> bool:
+    """Whether the kernel runs ``block`` on float32 ``x`` straight into a bfloat16 output."""
+    return x.dtype == torch.float32 and dtype == torch.bfloat16 and \
+        cpu_kernel_reason(block, tuple(x.shape), False, x.device, out_bfloat16=True) is None
 
 
 def _unpadded(block: FoldedBlock) -> FoldedBlock:
