@@ -63,6 +63,7 @@ GEOMETRIES = [  # batch, in, out, rows, cols, kernel, pool, activation, padding
     (7, 1, 64, 11, 40, (3, 3), (2, 2), "identity", (0, 0, 0, 0)),
     (2, 32, 32, 6, 26, (3, 3), (2, 2), "relu", (1, 1, 1, 1)),    # 13 Winograd tiles: 12 + 1
     (2, 16, 64, 10, 14, (3, 3), (2, 4), "elu", (1, 1, 1, 1)),
+    (1, 128, 32, 1, 1001, (1, 3), (1, 3), "relu", (1, 1, 0, 0)),  # a long 1D row: column chunks
 ]
 WINOGRAD = [g for g in GEOMETRIES if g[5] == (3, 3) and g[6][0] % 2 == 0 and g[6][1] % 2 == 0
             and g[1] % 16 == 0]

@@ -170,7 +170,7 @@ void run_winograd(const typename Math::In* x, const typename Math::Weight* u, co
         }
       }
       write_row<Math>(pooled.data(), bias, out + n * geo.out_batch_stride + row * geo.out_row_stride,
-                      geo);
+                      geo, out_cols);
     }
   }
 }
