@@ -64,6 +64,9 @@ GEOMETRIES = [  # batch, in, out, rows, cols, kernel, pool, activation, padding
     (2, 32, 32, 6, 26, (3, 3), (2, 2), "relu", (1, 1, 1, 1)),    # 13 Winograd tiles: 12 + 1
     (2, 16, 64, 10, 14, (3, 3), (2, 4), "elu", (1, 1, 1, 1)),
     (1, 128, 32, 1, 1001, (1, 3), (1, 3), "relu", (1, 1, 0, 0)),  # a long 1D row: column chunks
+    (2, 1, 32, 40, 170, (32, 1), (1, 80), "relu", (0, 0, 0, 0)),  # mcclstm's pitch branch: wide pool
+    (1, 1, 32, 41, 70, (1, 60), (40, 1), "relu", (0, 0, 0, 0)),   # its tempo branch: tall pool
+    (1, 32, 32, 12, 23, (3, 3), (5, 5), "elu", (1, 1, 1, 1)),     # pool 5: tiles 4 + 1 per window
 ]
 WINOGRAD = [g for g in GEOMETRIES if g[5] == (3, 3) and g[6][0] % 2 == 0 and g[6][1] % 2 == 0
             and g[1] % 16 == 0]
@@ -129,7 +132,7 @@ def test_conv_block_reasons():
     block = random_block(1, 24, (3, 3), (2, 2), "relu", (1, 1, 1, 1))
     assert "multiple" in cpu_kernel_reason(block, (1, 10, 10, 1), False)
     block = random_block(1, 32, (3, 3), (5, 5), "relu", (1, 1, 1, 1))
-    assert "geometry" in cpu_kernel_reason(block, (1, 10, 10, 1), False)
+    assert "geometry" in cpu_kernel_reason(block, (1, 2, 10, 1), False)  # no output row
     block = random_block(1, 32, (3, 3), (2, 2), "relu", (1, 1, 1, 1))
     assert cpu_kernel_reason(block, (1, 10, 10, 1), False) is None
     if dlr_bf16_supported():
@@ -201,7 +204,11 @@ def randomize_batch_norms(model: torch.nn.Module, seed: int = 0) -> torch.nn.Mod
 
 
 FAMILIES = [("dlr_source", {}, 48000), ("fcn", {"input": "mel+dlr"}, 48000),
-            ("crnn", {}, 40000), ("pooled", {}, 40000), ("samplecnn", {}, 60000)]
+            ("crnn", {}, 40000), ("pooled", {}, 40000), ("samplecnn", {}, 60000),
+            ("mcclstm", {}, 90000), ("pons", {}, 64000)]
+FUSED_STACKS = {"pooled": 0, "fcn": 2, "mcclstm": 3, "pons": 2}
+"""Fused conv stacks per family (default 1): pons's two branches fold, but their 15 channels
+run in torch (not a multiple of the kernel's channel block)."""
 
 
 def check_parity(model, samples, precision, tolerance, x=None):
@@ -221,7 +228,7 @@ def test_family_inference_form_float32(name, options, samples):
     torch.manual_seed(0)
     model = randomize_batch_norms(get(name, **options))
     form = check_parity(model, samples, "float32", 1e-5)
-    assert len(form.fused) == (0 if name == "pooled" else 2 if name == "fcn" else 1)
+    assert len(form.fused) == FUSED_STACKS.get(name, 1)
 
 
 @needs_bf16

@@ -51,10 +51,6 @@ struct ConvBlockGeometry {
   int64_t col_step() const { return stride_cols * in_channels; }
 };
 
-// Column tile sizes of the kernels (conv output columns per register tile), largest first; a
-// pool_cols must be one of them (tiles are cut so that no pool window straddles two).
-constexpr int kConvTileSizes[] = {12, 8, 6, 4, 3, 2, 1};
-
 // Shapes every kernel needs: a non-empty output and positive sizes.
 inline bool conv_block_shape_ok(const ConvBlockGeometry& geo) {
   return geo.batch > 0 && geo.in_channels > 0 && geo.kernel_rows > 0 && geo.kernel_cols > 0 &&

@@ -45,7 +45,9 @@ inline V activate(V v, Activation act, int width) {
 }
 
 // One tile: conv at columns col .. col + R of one conv row, max-pooled along columns into
-// pooled[(col / pool_cols + p) * cout_vectors + cout_vector]; first_row assigns instead of max.
+// pooled[(col / pool_cols + p) * cout_vectors + cout_vector]. A tile holds whole pool windows
+// (R a multiple of pool_cols), or lies inside one window (wider pools: 80 columns are tiles of
+// 12 x 6 + 8); the first_row tile that starts a window assigns, the others take the max.
 template <class Math, int R>
 inline void tile_pool(const typename Math::In* x, const typename Math::Weight* w,
                       const ConvBlockGeometry& geo, int64_t col, int64_t cout_block,
@@ -55,12 +57,14 @@ inline void tile_pool(const typename Math::In* x, const typename Math::Weight* w
   V acc[R][CV];
   Math::template tile<R>(x + col * geo.col_step(), geo, w, acc);
   const int64_t pc = geo.pool_cols, cout_vectors = geo.out_channels / Math::kWidth;
-  for (int64_t p = 0; p < R / pc; ++p) {
+  const int64_t windows = R >= pc ? R / pc : 1, width = R >= pc ? pc : R;
+  const bool assign = first_row && col % pc == 0;
+  for (int64_t p = 0; p < windows; ++p) {
     V* dst = pooled + (col / pc + p) * cout_vectors + cout_block * CV;
     for (int j = 0; j < CV; ++j) {
-      V m = acc[p * pc][j];
-      for (int64_t q = 1; q < pc; ++q) m = nan_max(m, acc[p * pc + q][j]);
-      dst[j] = first_row ? m : nan_max(dst[j], m);
+      V m = acc[p * width][j];
+      for (int64_t q = 1; q < width; ++q) m = nan_max(m, acc[p * width + q][j]);
+      dst[j] = assign ? m : nan_max(dst[j], m);
     }
   }
 }
@@ -72,20 +76,19 @@ inline bool try_tile(int64_t left, const typename Math::In* x, const typename Ma
   if constexpr (R > Math::kMaxCols) {
     return false;
   } else {
-    if (left < R || R % geo.pool_cols != 0) return false;
+    const int64_t pc = geo.pool_cols;
+    const bool fits = R % pc == 0 ? left >= R : R < pc && pc - col % pc >= R;
+    if (!fits) return false;
     tile_pool<Math, R>(x, w, geo, col, cout_block, first_row, pooled);
     col += R;
     return true;
   }
 }
 
-// Whether the tiles cover geo: a pool width among the tile sizes, whole channel blocks.
+// Whether the tiles cover geo: shapes and whole channel blocks (any pool width: see tile_pool).
 template <class Math>
 inline bool supports(const ConvBlockGeometry& geo) {
-  bool pool_ok = false;
-  for (int size : kConvTileSizes) pool_ok = pool_ok || (size == geo.pool_cols && size <= Math::kMaxCols);
-  return pool_ok && conv_block_shape_ok(geo) &&
-         geo.out_channels % (Math::kWidth * Math::kCoutVectors) == 0;
+  return conv_block_shape_ok(geo) && geo.out_channels % (Math::kWidth * Math::kCoutVectors) == 0;
 }
 
 // The epilogue of one pooled output row, or of cols of its columns: dst[col, channel] =

@@ -200,15 +200,18 @@ class InferenceModel(nn.Module):
 
 def _replace_stacks(model: nn.Module) -> list[FusedConvStack]:
     """Replace, in place, every foldable conv ``nn.Sequential`` of ``model`` by a
-    ``FusedConvStack``; returns them."""
+    ``FusedConvStack`` (one ending in ``nn.Flatten``, as the single-conv branches of ``pons``
+    and ``mcclstm``, keeps its Flatten after it); returns them."""
     fused = []
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Sequential):
-                stack = fold_stack(child)
+                layers = list(child)
+                tail = [layers.pop()] if layers and isinstance(layers[-1], nn.Flatten) else []
+                stack = fold_stack(nn.Sequential(*layers))
                 if stack is not None:
                     fused.append(FusedConvStack(stack))
-                    setattr(parent, name, fused[-1])
+                    setattr(parent, name, nn.Sequential(fused[-1], *tail) if tail else fused[-1])
     return fused
 
 
