@@ -207,8 +207,8 @@ FAMILIES = [("dlr_source", {}, 48000), ("fcn", {"input": "mel+dlr"}, 48000),
             ("crnn", {}, 40000), ("pooled", {}, 40000), ("samplecnn", {}, 60000),
             ("mcclstm", {}, 90000), ("pons", {}, 64000)]
 FUSED_STACKS = {"pooled": 0, "fcn": 2, "mcclstm": 3, "pons": 2}
-"""Fused conv stacks per family (default 1): pons's two branches fold, but their 15 channels
-run in torch (not a multiple of the kernel's channel block)."""
+"""Fused conv stacks per family (default 1); pons's two branches have 15 channels each (padded
+to the kernel's 32 with zero kernels, the padding dropped from the output)."""
 
 
 def check_parity(model, samples, precision, tolerance, x=None):

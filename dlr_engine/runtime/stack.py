@@ -13,6 +13,7 @@ import functools
 import threading
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .conv_block import FoldedBlock, conv_block_cpu, conv_block_reference, cpu_kernel_reason
@@ -46,20 +47,23 @@ class ConvStack:
     """
 
     def __init__(self, blocks: list[FoldedBlock],
-                 input_affine: tuple[float, float] | None = None) -> None:
+                 input_affine: tuple[float, float] | None = None,
+                 out_channels: int | None = None) -> None:
         if not blocks:
             raise ValueError("a ConvStack needs at least one block")
-        self.blocks = blocks
+        self.out_channels = out_channels or blocks[-1].out_channels
+        self.blocks = pad_channels(blocks, CHANNEL_BLOCK)
         self.input_affine = input_affine
         self.dims = 2  # the layers it was folded from: 2D, or 1D (one row of columns)
         self._workspace = threading.local()
 
     def __getstate__(self) -> dict:
         """Copies and pickles (``copy.deepcopy``, Ray actors) leave the buffers behind."""
-        return {"blocks": self.blocks, "input_affine": self.input_affine, "dims": self.dims}
+        return {"blocks": self.blocks, "input_affine": self.input_affine, "dims": self.dims,
+                "out_channels": self.out_channels}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["blocks"], state["input_affine"])
+        self.__init__(state["blocks"], state["input_affine"], state["out_channels"])
         self.dims = state["dims"]
 
     def _buffer(self, index: int, batch: int, rows: int, cols: int, channels: int,
@@ -104,7 +108,7 @@ class ConvStack:
             y = x.permute(0, 3, 1, 2)
             for block in self.blocks:
                 y = conv_block_reference(y, block)
-            return y.permute(0, 2, 3, 1)
+            return y.permute(0, 2, 3, 1)[..., :self.out_channels]
         backends = self.backends(x, bfloat16)
         dtypes = [torch.bfloat16 if name == "cpu_bf16" else torch.float32 for name in backends]
         batch, rows, cols, channels = x.shape
@@ -128,7 +132,29 @@ class ConvStack:
                 staging = self._buffer(-i - 1, *interior.shape, NO_PADDING, dtypes[i], device)[0]
                 interior.copy_(conv_block_cpu(x, block, staging))
             x = out
-        return x.float()
+        return x[..., :self.out_channels].float()
+
+
+CHANNEL_BLOCK = 32
+"""Output channels of every block are padded to a multiple of this (the kernels' largest
+channel block) so that any width runs on the fused kernel."""
+
+
+def pad_channels(blocks: list[FoldedBlock], multiple: int) -> list[FoldedBlock]:
+    """``blocks`` with every block's output channels padded with zero kernels and zero bias up
+    to a multiple of ``multiple``, and the next block's input channels with zero kernels. A
+    padded channel is 0 after the activations here (relu, elu, identity) and max-pooling, so
+    the true channels are unchanged; the caller drops the padded ones of the last block."""
+    padded, extra_in = [], 0
+    for block in blocks:
+        extra_out = -block.out_channels % multiple
+        weight = F.pad(block.weight, (0, 0, 0, 0, 0, extra_in, 0, extra_out))
+        if extra_in or extra_out:
+            block = FoldedBlock(weight, F.pad(block.bias, (0, extra_out)), block.padding,
+                                block.pool, block.activation, block.stride)
+        padded.append(block)
+        extra_in = extra_out
+    return padded
 
 
 def _writes_bfloat16(block: FoldedBlock, x: Tensor, dtype: torch.dtype) -> bool:
