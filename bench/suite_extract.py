@@ -189,10 +189,12 @@ def naive_outputs(model: torch.nn.Module, y: np.ndarray, window: int,
 
 def _engine(files: list[Path], device: str, precision: str = "float32",
             model: object = "dlr") -> Call:
-    """``extract`` on the corpus folder; model "dlr": a bare ``DLR(precision=...)`` (op
-    ``extract_dlr``), "default": every option at its default but ``precision``."""
+    """``extract`` on the corpus folder on ``device``; model "dlr": a bare
+    ``DLR(precision=...)`` (op ``extract_dlr``), "default": every other option at its default
+    but ``precision``."""
     options = ({"model": DLR(precision=precision), "device": device, "workers": WORKERS}
-               if model == "dlr" else {"precision": precision if precision != "float32" else None})
+               if model == "dlr" else {"precision": precision if precision != "float32" else None,
+                                       "device": device})
     folder = files[0].parent
 
     def run() -> int:

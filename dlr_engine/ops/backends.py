@@ -81,12 +81,16 @@ def _triton_device_reasons(device_type: str | None) -> list[str]:
 
 
 _FLOATS = (torch.float32, torch.bfloat16, torch.float16)
+PRECISIONS = ("float32", "tf32", "bfloat16")
+"""Precisions of the DLR op's products (sums are float32): ``float32`` on every backend; ``tf32``
+and ``bfloat16`` (x and weights rounded to nearest even, tensor cores) on the triton backend;
+``bfloat16`` on CPU tensors is the AVX512_BF16 forward ``dlr_op.dlr_bf16``."""
 
 BACKENDS: dict[str, Backend] = {
     "cuda": Backend("cuda", ".dlr_cuda", ("cuda",), _FLOATS),
     "triton": Backend("triton", ".dlr_triton", ("cuda", "cpu"), _FLOATS,
                       extra_reasons=_triton_device_reasons,
-                      precisions=("float32", "tf32", "bfloat16")),
+                      precisions=PRECISIONS),
     "cpu": Backend("cpu", ".dlr_cpu", ("cpu",), _FLOATS),
     "torch": Backend("torch", ".dlr_reference", ("cpu", "cuda", "mps", "xpu", "meta"),
                      (torch.float32, torch.float64, torch.bfloat16, torch.float16)),

@@ -13,14 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .backends import BACKENDS, BackendUnavailable, explain, select
+from .backends import BACKENDS, PRECISIONS, BackendUnavailable, explain, select
 from .dlr_reference import check_dlr_args, dlr_reference
-
-
-PRECISIONS = ("float32", "tf32", "bfloat16")
-"""Precisions of the products (sums are float32): ``float32`` on every backend; ``tf32`` and
-``bfloat16`` (x and weights rounded to nearest even, tensor cores) on the triton backend;
-``bfloat16`` on CPU tensors is the AVX512_BF16 forward ``dlr_bf16``."""
 
 
 def _precision_arg(precision: str) -> dict[str, str]:

@@ -25,6 +25,7 @@ from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction
 
 from ..kernels import dlr_fused
+from .backends import PRECISIONS
 from .dlr_reference import check_dlr_args
 
 INTERPRETED = isinstance(dlr_fused.dlr_forward_kernel, InterpretedFunction)
@@ -38,8 +39,6 @@ if INTERPRETED and isinstance(tl.sum, JITFunction):
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 """Input dtypes; the kernels compute in float32 and store outputs in the inputs' dtypes
 (bfloat16 inputs only compiled: the interpreter has none)."""
-PRECISIONS = ("float32", "tf32", "bfloat16")
-"""Precisions of the products (sums are float32 in all): see the module docstring."""
 PRECISION_TOLERANCE = {"float32": 1e-5, "tf32": 2e-3, "bfloat16": 1.5e-2}
 """Largest relative error ``||out - ref|| / ||ref||`` of the output and the gradients against
 the float64 reference run on `round_operands` of x and the weights, per precision: float32
