@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# One prepared GPU run of dlr-engine (issue 14, item 6), within ~6 minutes:
+# One prepared GPU run of dlr-engine (issues 14 and 15), within ~7 minutes:
 #   1. environment: GPU, torch, triton, nvcc;
 #   2. build both extensions by the README's route
 #      (DLR_ENGINE_BUILD_CUDA=1 pip install --no-build-isolation --no-deps -e .);
 #   3. GPU tests compiled (TRITON_INTERPRET=0): tests/test_gpu_real_shapes.py (published
 #      geometry, 30 s clips, batch 1 and 4, fresh random inputs, every backend and precision
-#      against a CPU float64 reference; every mel preset). Not the small-shape kernel tests:
+#      against a CPU float64 reference; every mel preset) and the default model's inference
+#      form on the GPU (tests/test_runtime.py). Not the small-shape kernel tests:
 #      compiled, each of their geometries would autotune anew (minutes);
-#   4. dlr-bench dlr,mel,tempogram --device cuda --quick --json;
+#   4. dlr-bench dlr,mel,tempogram,inference --device cuda --quick --json (inference: the
+#      model families eager vs their inference forms, issue 15);
 #   5. a short table last (scripts/gpu_check_summary.py), kept as OUT/<gpu-name>.json with the
 #      commit measured: copy it to bench/results/ and commit it.
 # Needs no network and carries nothing: steps whose tools are missing (pybind11, cmake, nvcc,
@@ -87,7 +89,7 @@ if ! "$PYTHON" -c "import dlr_engine.kernels, dlr_engine.bench" >/dev/null 2>&1;
     fi
 fi
 
-GPU_TESTS=(tests/test_gpu_real_shapes.py)
+GPU_TESTS=(tests/test_gpu_real_shapes.py tests/test_runtime.py::test_inference_form_on_gpu)
 step "GPU tests, compiled Triton, real shapes"
 if ! have_module pytest; then
     echo "skipped: pytest is not installed"
@@ -115,8 +117,8 @@ else
     echo "skipped: triton is not installed"
 fi
 
-step "dlr-bench dlr,mel,tempogram on the GPU"
-run 220 bench env TRITON_INTERPRET=0 "$PYTHON" -m dlr_engine.bench.cli dlr,mel,tempogram \
+step "dlr-bench dlr,mel,tempogram,inference on the GPU"
+run 280 bench env TRITON_INTERPRET=0 "$PYTHON" -m dlr_engine.bench.cli dlr,mel,tempogram,inference \
     --device cuda --quick --json "$OUT_DIR/bench.json"
 
 step "summary"

@@ -20,7 +20,7 @@ def test_dry_run_reports_the_plan_and_passes_the_cpu_side_checks(tmp_path):
     assert run.returncode == 0, out[-3000:] + run.stderr[-3000:]
     assert "DLR_ENGINE_BUILD_CUDA=1" in out and "pip install" in out
     assert "tests/test_gpu_real_shapes.py" in out and "tests collected" in out
-    assert "dlr_engine.bench.cli dlr,mel,tempogram --device cuda" in out
+    assert "dlr_engine.bench.cli dlr,mel,tempogram,inference --device cuda" in out
     try:
         import triton  # noqa: F401
     except ImportError:

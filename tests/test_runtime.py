@@ -21,6 +21,8 @@ from dlr_engine.ops.dlr_op import dlr_bf16_supported
 from dlr_engine.runtime import FoldedBlock, InferenceModel, conv_block_cpu, conv_block_reference, inference_form
 from dlr_engine.runtime import conv_block as conv_block_module
 from dlr_engine.runtime.conv_block import cpu_kernel_reason
+from dlr_engine.runtime.forms import fold_stack
+from dlr_engine.runtime.stack import torch_blocks
 
 pytestmark = pytest.mark.skipif(conv_block_module._extension() is None,
                                 reason="the C++ extension (conv block) was not built")
@@ -394,3 +396,31 @@ def test_conv_block_column_stride(stride, pool, cpu_isa):
                                                        block.padding, pool, "relu", stride))
     got = run_kernel(x, block)
     assert got.shape == ref.shape and rel_err(got, ref) < 1e-6
+
+
+@pytest.mark.parametrize("bfloat16", [False, True])
+def test_torch_blocks_precision(bfloat16):
+    """The stack's torch path (what runs off the CPU) agrees with the fused CPU stack in float32,
+    and in bfloat16 really rounds (the first, one-channel block stays float32)."""
+    stack = fold_stack(randomize_batch_norms(get("dlr_source")).blocks)
+    image = torch.rand(2, 1, 96, 128)
+    fused = stack(image[:, 0].unsqueeze(3)).permute(0, 3, 1, 2)
+    got = torch_blocks(image, stack.blocks, bfloat16)[:, :stack.out_channels]
+    assert got.dtype == torch.float32 and got.shape == fused.shape
+    error = rel_err(got, fused)
+    assert (1e-4 < error < 2e-2) if bfloat16 else error < 1e-6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision, tolerance", [("float32", 1e-5), ("bfloat16", 2e-2)])
+def test_inference_form_on_gpu(precision, tolerance):
+    """The default model's inference form on the GPU (DLR on the GPU backends, conv blocks in
+    cuDNN without TF32 / in bfloat16) against the eager model on the CPU."""
+    model = load_model("default")
+    clips = SynthRhythmDataset(2, seed=99, seconds=30.0)
+    x = torch.stack([clips[i][0] for i in range(2)])
+    with torch.no_grad():
+        ref = model(x)
+    got = inference_form(model, precision).cuda()(x.cuda())
+    for key in ref:
+        assert rel_err(got[key].cpu(), ref[key]) < tolerance, key

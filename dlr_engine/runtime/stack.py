@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..models.pretrained import float32_convolutions
 from .conv_block import FoldedBlock, conv_block_cpu, conv_block_reference, cpu_kernel_reason
 
 NO_PADDING = (0, 0, 0, 0)
@@ -39,8 +40,8 @@ def _padded_buffer(batch: int, rows: int, cols: int, channels: int,
 class ConvStack:
     """forward(x (N, rows, cols, channels) float32, any strides) -> (N, rows', cols',
     channels') float32 (NHWC): the blocks in order. On the CPU each block runs on the fused
-    kernel where it can (``backends``); on other devices the folded blocks run in torch (NCHW:
-    cuDNN on a GPU), the returned NHWC tensor a view of it.
+    kernel where it can (``backends``); on other devices the folded blocks run in torch
+    (``torch_blocks``: NCHW, cuDNN on a GPU), the returned NHWC tensor a view of it.
 
     input_affine: (scale, shift) applied to x before the first block's zero padding (a batch
       norm of a one-channel input, as the CRNN's first layer).
@@ -105,9 +106,7 @@ class ConvStack:
             x = x * scale + shift
         device = x.device
         if device.type != "cpu":  # one NCHW torch pass per block: cuDNN, no copies
-            y = x.permute(0, 3, 1, 2)
-            for block in self.blocks:
-                y = conv_block_reference(y, block)
+            y = torch_blocks(x.permute(0, 3, 1, 2), self.blocks, bfloat16)
             return y.permute(0, 2, 3, 1)[..., :self.out_channels]
         backends = self.backends(x, bfloat16)
         dtypes = [torch.bfloat16 if name == "cpu_bf16" else torch.float32 for name in backends]
@@ -155,6 +154,19 @@ def pad_channels(blocks: list[FoldedBlock], multiple: int) -> list[FoldedBlock]:
         padded.append(block)
         extra_in = extra_out
     return padded
+
+
+def torch_blocks(x: Tensor, blocks: list[FoldedBlock], bfloat16: bool) -> Tensor:
+    """The blocks in plain torch (the stack's path off the CPU: cuDNN on a GPU): x (N, C, rows,
+    cols) -> (N, C', rows', cols') float32 (a channels-last view where x is one). float32 runs
+    without TF32 (torch's default lets cuDNN round to TF32: 6-7e-3 on the published model's
+    logits on an H200); bfloat16 runs every block after a one-channel first one on bfloat16
+    activations and weights (tensor cores, float32 sums), as ``backends`` does on the CPU."""
+    with float32_convolutions(allow_tf32=False):
+        for block in blocks:
+            dtype = torch.bfloat16 if bfloat16 and x.shape[1] > 1 else torch.float32
+            x = conv_block_reference(x.to(dtype), block)
+    return x.float()
 
 
 def _writes_bfloat16(block: FoldedBlock, x: Tensor, dtype: torch.dtype) -> bool:
