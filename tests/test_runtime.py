@@ -320,8 +320,8 @@ def test_front_end_spec_errors():
 
 
 class TinyStackModel(torch.nn.Module):
-    """A conv stack the kernel covers only in part: 24 channels (not a multiple of the kernel's
-    channel block) run in torch, the 32-channel block on the kernel."""
+    """A conv stack with 24 channels (padded to the kernel's 32 with zero kernels), an input
+    batch norm, ELU and an asymmetric pool."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -334,19 +334,26 @@ class TinyStackModel(torch.nn.Module):
         return {"embedding": self.stack(x.unsqueeze(1)).mean(dim=(2, 3))}
 
 
-@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
-def test_stack_mixing_torch_and_kernel_blocks(precision):
+@pytest.mark.parametrize("precision, extension", [("float32", True), ("bfloat16", True),
+                                                  ("float32", False)])
+def test_stack_of_padded_channels(precision, extension, monkeypatch):
+    """24 channels run on the kernel (padded); without the C++ extension every block runs in
+    torch, with the same outputs."""
     if precision == "bfloat16" and not dlr_bf16_supported():
         pytest.skip("this CPU has no AVX512_BF16")
+    if not extension:
+        monkeypatch.setattr(conv_block_module, "_extension", lambda: None)
     torch.manual_seed(0)
     model = randomize_batch_norms(TinyStackModel())
     form = inference_form(model, precision)
     [fused] = form.fused
     image = torch.randn(3, 37, 45)
-    assert fused.stack.backends(image.unsqueeze(3), precision == "bfloat16") == [
-        "torch", "cpu_bf16" if precision == "bfloat16" else "cpu"]
+    second = "cpu_bf16" if precision == "bfloat16" else "cpu"
+    assert fused.stack.backends(image.unsqueeze(3), precision == "bfloat16") == (
+        ["cpu", second] if extension else ["torch", "torch"])
     with torch.no_grad():
         ref, got = model(image)["embedding"], form(image)["embedding"]
+    assert got.shape == ref.shape == (3, 32)
     assert rel_err(got, ref) < (1e-2 if precision == "bfloat16" else 1e-5)
 
 
