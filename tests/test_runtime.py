@@ -69,6 +69,8 @@ GEOMETRIES = [  # batch, in, out, rows, cols, kernel, pool, activation, padding
     (2, 1, 32, 40, 170, (32, 1), (1, 80), "relu", (0, 0, 0, 0)),  # mcclstm's pitch branch: wide pool
     (1, 1, 32, 41, 70, (1, 60), (40, 1), "relu", (0, 0, 0, 0)),   # its tempo branch: tall pool
     (1, 32, 32, 12, 23, (3, 3), (5, 5), "elu", (1, 1, 1, 1)),     # pool 5: tiles 4 + 1 per window
+    (2, 32, 16, 12, 62, (3, 3), (2, 2), "relu", (1, 1, 1, 1)),    # 16, 48 channels: AVX-512's
+    (1, 1, 48, 20, 61, (4, 8), (2, 2), "elu", (3, 4, 1, 2)),      # narrow tile (24 columns)
 ]
 WINOGRAD = [g for g in GEOMETRIES if g[5] == (3, 3) and g[6][0] % 2 == 0 and g[6][1] % 2 == 0
             and g[1] % 16 == 0]
@@ -94,7 +96,8 @@ def test_conv_block_matches_reference(geometry, algorithm, cpu_isa):
 
 
 @needs_bf16
-@pytest.mark.parametrize("geometry, algorithm", [(g, a) for g, a in CASES if g[1] * g[5][1] % 2 == 0])
+@pytest.mark.parametrize("geometry, algorithm",
+                         [(g, a) for g, a in CASES if g[1] * g[5][1] % 2 == 0 and g[2] % 32 == 0])
 def test_conv_block_bfloat16(geometry, algorithm):
     batch, cin, cout, rows, cols, kernel, pool, activation, padding = geometry
     block = random_block(cin, cout, kernel, pool, activation, padding)

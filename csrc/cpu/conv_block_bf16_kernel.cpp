@@ -74,41 +74,25 @@ struct Float32ToBFloat16Math : Float32Tile<16> {
   static inline void store(uint16_t* p, V v) { BFloat16Math::store(p, v); }
 };
 
-template <class Math>
-bool supports(const ConvBlockGeometry& geo, ConvAlgorithm algorithm) {
-  return algorithm == ConvAlgorithm::kWinograd ? conv_block_detail::supports_winograd<Math>(geo)
-                                               : conv_block_detail::supports<Math>(geo);
-}
-
-template <class Math>
-void run(const typename Math::In* x, const typename Math::Weight* w, const float* bias,
-         typename Math::Out* out, const ConvBlockGeometry& geo, ConvAlgorithm algorithm,
-         int threads) {
-  if (algorithm == ConvAlgorithm::kWinograd)
-    conv_block_detail::run_winograd<Math>(x, w, bias, out, geo, threads);
-  else
-    conv_block_detail::run<Math>(x, w, bias, out, geo, threads);
-}
-
 }  // namespace
 
 bool conv_block_bf16_supports(const ConvBlockGeometry& geo, ConvAlgorithm algorithm) {
   return (algorithm == ConvAlgorithm::kWinograd || geo.run() % 2 == 0) &&
-         supports<BFloat16Math>(geo, algorithm);
+         conv_block_detail::supports_algorithm<BFloat16Math>(geo, algorithm);
 }
 
 void conv_block_bf16(const uint16_t* x, const uint32_t* w_pairs, const float* bias, uint16_t* out,
                      const ConvBlockGeometry& geo, ConvAlgorithm algorithm, int threads) {
-  run<BFloat16Math>(x, w_pairs, bias, out, geo, algorithm, threads);
+  conv_block_detail::run_algorithm<BFloat16Math>(x, w_pairs, bias, out, geo, algorithm, threads);
 }
 
 bool conv_block_to_bf16_supports(const ConvBlockGeometry& geo, ConvAlgorithm algorithm) {
-  return supports<Float32ToBFloat16Math>(geo, algorithm);
+  return conv_block_detail::supports_algorithm<Float32ToBFloat16Math>(geo, algorithm);
 }
 
 void conv_block_to_bf16(const float* x, const float* w, const float* bias, uint16_t* out,
                         const ConvBlockGeometry& geo, ConvAlgorithm algorithm, int threads) {
-  run<Float32ToBFloat16Math>(x, w, bias, out, geo, algorithm, threads);
+  conv_block_detail::run_algorithm<Float32ToBFloat16Math>(x, w, bias, out, geo, algorithm, threads);
 }
 
 }  // namespace avx512bf16

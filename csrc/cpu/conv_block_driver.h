@@ -149,7 +149,8 @@ void run(const typename Math::In* x, const typename Math::Weight* w, const float
           for (int64_t col = 0; col < conv_cols;) {
             const int64_t left = conv_cols - col;
             const bool first = pr == 0;
-            try_tile<Math, 12>(left, xr, wb, geo, col, cb, first, pooled.data()) ||
+            try_tile<Math, 24>(left, xr, wb, geo, col, cb, first, pooled.data()) ||
+                try_tile<Math, 12>(left, xr, wb, geo, col, cb, first, pooled.data()) ||
                 try_tile<Math, 8>(left, xr, wb, geo, col, cb, first, pooled.data()) ||
                 try_tile<Math, 6>(left, xr, wb, geo, col, cb, first, pooled.data()) ||
                 try_tile<Math, 4>(left, xr, wb, geo, col, cb, first, pooled.data()) ||

@@ -1,9 +1,11 @@
-// The float32 register tile of the fused conv block (conv_block_driver.h's Math), W floats per
-// vector: kMaxCols conv columns x 2 vectors of output channels (12 x 32 with AVX-512: 24
-// accumulators of its 32 registers; 6 x 16 with AVX2). Per reduction step, 2 weight vector
-// loads and kMaxCols broadcasts of x feed 2 kMaxCols FMAs (compiled with -ffp-contract=fast).
-// It lives in an anonymous namespace on purpose: every kernel source compiles its own copy
-// for its instruction set (one shared instantiation would mix ISAs at link time).
+// The float32 register tiles of the fused conv block (conv_block_driver.h's Math), W floats per
+// vector and CV vectors of output channels: kMaxCols conv columns x CV vectors (CV = 2: 12 x 32
+// with AVX-512, 24 of its 32 registers; 6 x 16 with AVX2. CV = 1, for channel counts that are an
+// odd multiple of the vector: 24 x 16 with AVX-512, 12 x 8 with AVX2). Per reduction step, CV
+// weight vector loads and kMaxCols broadcasts of x feed CV kMaxCols FMAs (compiled with
+// -ffp-contract=fast). It lives in an anonymous namespace on purpose: every kernel source
+// compiles its own copy for its instruction set (one shared instantiation would mix ISAs at
+// link time).
 #pragma once
 
 #include <cstdint>
@@ -14,14 +16,14 @@
 namespace dlr {
 namespace {
 
-template <int W>
+template <int W, int CV = 2>
 struct Float32Tile {
   using In = float;
   using Weight = float;
   using Out = float;
   static constexpr int kWidth = W;
-  static constexpr int kCoutVectors = 2;
-  static constexpr int kMaxCols = kWidth == 16 ? 12 : 6;  // 32 zmm registers vs 16 ymm / xmm
+  static constexpr int kCoutVectors = CV;
+  static constexpr int kMaxCols = (kWidth == 16 ? 24 : 12) / CV;  // 32 zmm registers vs 16 ymm
   using V = conv_block_detail::vec<kWidth>;
   typedef float unaligned __attribute__((vector_size(kWidth * sizeof(float)), aligned(4)));
 
@@ -40,7 +42,7 @@ struct Float32Tile {
         V wv[kCoutVectors];
         for (int j = 0; j < kCoutVectors; ++j)
           wv[j] = *reinterpret_cast<const V*>(wr + (k * kCoutVectors + j) * kWidth);
-#pragma GCC unroll 12
+#pragma GCC unroll 24
         for (int r = 0; r < R; ++r) {
           const V xb = xr[r * step + k] - V{};  // x - 0 == x: a broadcast load (0 + x is not)
           for (int j = 0; j < kCoutVectors; ++j) acc[r][j] += xb * wv[j];

@@ -11,22 +11,30 @@ namespace DLR_ISA {
 namespace {
 
 using Float32Math = Float32Tile<DLR_VEC_FLOATS>;
+// output channels an odd multiple of the vector: one channel vector, twice the columns
+using Float32NarrowMath = Float32Tile<DLR_VEC_FLOATS, 1>;
+
+bool narrow(const ConvBlockGeometry& geo) {
+  return geo.out_channels % (Float32Math::kWidth * Float32Math::kCoutVectors) != 0;
+}
 
 }  // namespace
 
 int64_t conv_block_channel_multiple() { return Float32Math::kWidth * Float32Math::kCoutVectors; }
 
 bool conv_block_supports(const ConvBlockGeometry& geo, ConvAlgorithm algorithm) {
-  return algorithm == ConvAlgorithm::kWinograd ? conv_block_detail::supports_winograd<Float32Math>(geo)
-                                               : conv_block_detail::supports<Float32Math>(geo);
+  using conv_block_detail::supports_algorithm;
+  return narrow(geo) ? supports_algorithm<Float32NarrowMath>(geo, algorithm)
+                     : supports_algorithm<Float32Math>(geo, algorithm);
 }
 
 void conv_block(const float* x, const float* w, const float* bias, float* out,
                 const ConvBlockGeometry& geo, ConvAlgorithm algorithm, int threads) {
-  if (algorithm == ConvAlgorithm::kWinograd)
-    conv_block_detail::run_winograd<Float32Math>(x, w, bias, out, geo, threads);
+  using conv_block_detail::run_algorithm;
+  if (narrow(geo))
+    run_algorithm<Float32NarrowMath>(x, w, bias, out, geo, algorithm, threads);
   else
-    conv_block_detail::run<Float32Math>(x, w, bias, out, geo, threads);
+    run_algorithm<Float32Math>(x, w, bias, out, geo, algorithm, threads);
 }
 
 }  // namespace DLR_ISA

@@ -162,7 +162,8 @@ void run_winograd(const typename Math::In* x, const typename Math::Weight* u, co
         const bool first = tile_row == 0;
         for (int64_t tile = 0; tile < tiles;) {
           const int64_t left = tiles - tile;
-          try_group<Math, 12>(left, xr, u, geo, tile, first, v, m.data(), pooled.data()) ||
+          try_group<Math, 24>(left, xr, u, geo, tile, first, v, m.data(), pooled.data()) ||
+              try_group<Math, 12>(left, xr, u, geo, tile, first, v, m.data(), pooled.data()) ||
               try_group<Math, 8>(left, xr, u, geo, tile, first, v, m.data(), pooled.data()) ||
               try_group<Math, 4>(left, xr, u, geo, tile, first, v, m.data(), pooled.data()) ||
               try_group<Math, 2>(left, xr, u, geo, tile, first, v, m.data(), pooled.data()) ||
@@ -173,6 +174,22 @@ void run_winograd(const typename Math::In* x, const typename Math::Weight* u, co
                       geo, out_cols);
     }
   }
+}
+
+// A kernel's entry points over both algorithms.
+template <class Math>
+bool supports_algorithm(const ConvBlockGeometry& geo, ConvAlgorithm algorithm) {
+  return algorithm == ConvAlgorithm::kWinograd ? supports_winograd<Math>(geo) : supports<Math>(geo);
+}
+
+template <class Math>
+void run_algorithm(const typename Math::In* x, const typename Math::Weight* w, const float* bias,
+                   typename Math::Out* out, const ConvBlockGeometry& geo, ConvAlgorithm algorithm,
+                   int threads) {
+  if (algorithm == ConvAlgorithm::kWinograd)
+    run_winograd<Math>(x, w, bias, out, geo, threads);
+  else
+    run<Math>(x, w, bias, out, geo, threads);
 }
 
 }  // namespace conv_block_detail

@@ -164,9 +164,14 @@ def _precision(bfloat16: bool, out_bfloat16: bool | None) -> int:
     return 1 if bfloat16 else 2 if out_bfloat16 else 0
 
 
-def _channel_block(precision: int) -> int:
-    """Output channels per packed block for a precision code (bfloat16 output: 32)."""
-    return _extension().conv_block_channel_multiple() if precision == 0 else BF16_CHANNEL_BLOCK
+def _channel_block(precision: int, out_channels: int) -> int:
+    """Output channels per packed block for a precision code and channel count: bfloat16
+    output 32; float32 the active ISA's two vectors, or one vector (the narrow tile) where
+    ``out_channels`` is an odd multiple of it."""
+    if precision != 0:
+        return BF16_CHANNEL_BLOCK
+    wide = _extension().conv_block_channel_multiple()
+    return wide if out_channels % wide == 0 else wide // 2
 
 
 def cpu_kernel_reason(block: FoldedBlock, in_shape: tuple[int, ...], bfloat16: bool,
@@ -183,7 +188,7 @@ def cpu_kernel_reason(block: FoldedBlock, in_shape: tuple[int, ...], bfloat16: b
         return "the C++ extension dlr_engine._dlr_cpu was not built (or predates the conv block)"
     if torch.device(device).type != "cpu":
         return f"the input is on {device}, the kernel runs on the CPU"
-    multiple = _channel_block(precision)
+    multiple = _channel_block(precision, block.out_channels)
     if block.out_channels % multiple:
         return f"{block.out_channels} output channels are not a multiple of {multiple}"
     if in_shape[3] != block.weight.shape[1]:
@@ -246,7 +251,8 @@ def conv_block_cpu(x: Tensor, block: FoldedBlock, out: Tensor, algorithm: str | 
     if reason is not None:
         raise ValueError(f"conv_block_cpu cannot run: {reason}")
     precision = _precision(bfloat16, out_bfloat16)
-    _conv_block_op(x, block.packed(bfloat16, _channel_block(precision), algorithm), block.bias, out,
+    _conv_block_op(x, block.packed(bfloat16, _channel_block(precision, block.out_channels), algorithm),
+                   block.bias, out,
                    _geometry(tuple(x.shape), x.stride(), block, out.stride()),
                    ACTIVATIONS[block.activation], ALGORITHMS[algorithm], precision)
     return out

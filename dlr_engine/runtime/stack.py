@@ -134,9 +134,10 @@ class ConvStack:
         return x[..., :self.out_channels].float()
 
 
-CHANNEL_BLOCK = 32
-"""Output channels of every block are padded to a multiple of this (the kernels' largest
-channel block) so that any width runs on the fused kernel."""
+CHANNEL_BLOCK = 16
+"""Output channels of every block are padded to a multiple of this (one AVX-512 vector: the
+float32 kernel's narrow tile) so that any width runs on the fused kernel (bfloat16 blocks need
+32: a block of 16 x odd channels runs in float32)."""
 
 
 def pad_channels(blocks: list[FoldedBlock], multiple: int) -> list[FoldedBlock]:
