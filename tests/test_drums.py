@@ -119,7 +119,7 @@ def test_the_label_counts_the_felt_beat_snare_on_2_and_4(family):
     names = [f.name for f in TRAIN_FAMILIES]
     pair = names.index(family)
     spec = _unhumanised(2 * pair, fill_probability=0.0, ghost_probability=0.0, variation_probability=0.0,
-                        velocity_jitter=0.0)
+                        velocity_jitter=0.0, voice_gains=dict.fromkeys(drums.VOICES, 1.0))
     assert spec.family == family
     events = drum_events(spec, 12.0)
     snare = (events.channels == DRUM_CHANNEL) & (events.keys == spec.notes["snare"]) & (events.velocities == 127)
@@ -199,3 +199,24 @@ def test_dataset_items_and_corpus_cli(tmp_path):
     rows = read_labels(tmp_path / "labels.csv")
     assert [row["style_index"] for row in rows] == [NO_STYLE, NO_STYLE]
     assert [row["bpm"] for row in rows] == [draw_drum_spec(i, SEED).bpm for i in range(2)]
+
+
+def test_the_train_split_varies_the_mix_and_the_out_of_source_split_keeps_the_kit_balance():
+    """Train clips scale each voice's velocities by a gain drawn per pair (the kick sometimes
+    quieter than the snare); out-of-source clips play every voice at 1."""
+    train = [draw_drum_spec(i, SEED) for i in range(0, 60, 2)]
+    gains = np.array([[spec.voice_gains[voice] for voice in drums.VOICES] for spec in train])
+    low, high = drums.VOICE_GAIN["train"]
+    assert (gains >= low).all() and (gains <= high).all() and gains.std() > 0.1
+    assert any(spec.voice_gains["kick"] < 0.6 * spec.voice_gains["snare"] for spec in train)
+    assert train[1].voice_gains == draw_drum_spec(3, SEED).voice_gains  # one mix per pair
+    for index in range(6):
+        assert set(draw_drum_spec(index, SEED, "out_of_source").voice_gains.values()) == {1.0}
+    spec = _unhumanised(0, velocity_jitter=0.0)
+    events = drum_events(spec, 6.0)
+    flat = drum_events(dataclasses.replace(spec, voice_gains=dict.fromkeys(drums.VOICES, 1.0)), 6.0)
+    assert np.array_equal(events.times_s, flat.times_s) and np.array_equal(events.keys, flat.keys)
+    for voice in ("kick", "snare"):
+        hits = (events.channels == DRUM_CHANNEL) & (events.keys == spec.notes[voice])
+        expected = np.clip(flat.velocities[hits] * spec.voice_gains[voice], *drums.VELOCITY_MIDI)
+        assert hits.any() and np.allclose(events.velocities[hits], expected, atol=1.0), voice

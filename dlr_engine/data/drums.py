@@ -29,7 +29,8 @@ A label that followed the notation would give the same audio two tempi an octave
 ``style``), ``tags`` as in ``synth.TAG_NAMES``.
 
 Two disjoint *splits* share nothing but the note mapping: ``train`` (kits ``TRAIN_KITS``,
-families ``TRAIN_FAMILIES``, the convolution room of ``synth.reverb_and_noise``) and
+families ``TRAIN_FAMILIES``, the convolution room of ``synth.reverb_and_noise``, the voices mixed
+at balances drawn per pair, ``VOICE_GAIN``) and
 ``out_of_source`` (kits ``HELD_OUT_KITS``, families ``HELD_OUT_FAMILIES``, FluidSynth's own reverb
 and chorus as the room): a validation set from a source the model never trains on.
 """
@@ -103,6 +104,11 @@ PEAK_DBFS = (-20.0, -1.0)
 FLUID_ROOM_SIZE = (0.1, 0.9)  # FluidSynth reverb of the out-of-source split
 FLUID_REVERB_LEVEL = (0.1, 0.7)
 FLUID_CHORUS_LEVEL = (0.0, 1.5)
+VOICE_GAIN = {"train": (0.3, 1.0), "out_of_source": (1.0, 1.0)}
+"""Per split, the range of each voice's velocity scale, drawn per pair: the train split mixes
+every kit's voices at varied balances (the kick now and then quieter than the snare), so that a
+model cannot read the tempo from the loudest voice alone (a kick on beats 1 and 3 gives half the
+tempo); the out-of-source split plays each kit's own balance."""
 
 
 @dataclass(frozen=True)
@@ -236,7 +242,7 @@ HELD_OUT_FAMILIES: tuple[Family, ...] = (
 FAMILIES = {family.name: family for family in TRAIN_FAMILIES + HELD_OUT_FAMILIES}
 SPLITS = {"train": (TRAIN_KITS, TRAIN_FAMILIES), "out_of_source": (HELD_OUT_KITS, HELD_OUT_FAMILIES)}
 """Split -> (drum kits, groove families)."""
-GROOVE_STREAM, TEMPO_STREAM, EVENT_STREAM, SIGNAL_STREAM = 0, 1, 2, 3
+GROOVE_STREAM, TEMPO_STREAM, EVENT_STREAM, SIGNAL_STREAM, MIX_STREAM = 0, 1, 2, 3, 4
 
 
 def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
@@ -269,7 +275,8 @@ class DrumSpec:
 
     notes: voice -> the GM note it plays. variants: voice -> indices of the variants its bars
     choose among (the first is the main one). accompaniment: part (``bass``, ``chords``) ->
-    (GM program, volume dB). room: the split's room parameters.
+    (GM program, volume dB). room: the split's room parameters. voice_gains: voice -> the scale
+    of its velocities (``VOICE_GAIN``; a voice missing plays at 1).
     """
 
     index: int
@@ -295,6 +302,7 @@ class DrumSpec:
     progression: tuple[tuple[int, tuple[int, ...]], ...]
     accompaniment: dict[str, tuple[int, float]]
     room: dict[str, float] = field(default_factory=dict)
+    voice_gains: dict[str, float] = field(default_factory=dict)
 
     @property
     def groove(self) -> Family:
@@ -356,6 +364,7 @@ def draw_drum_spec(index: int, seed: int, split: str = "train") -> DrumSpec:
                 "chorus_level": _uniform(rng, FLUID_CHORUS_LEVEL)}
     room["peak_dbfs"] = _uniform(rng, PEAK_DBFS)
     bpms = pair_bpms(pair, seed)
+    mix = _rng(seed, pair, MIX_STREAM)  # its own stream: the other draws stay as they were
     return DrumSpec(
         index=index, seed=seed, split=split, family=family.name, kit=str(rng.choice(kits)),
         bpm=bpms[index % 2], octave_pair=bpms[2],
@@ -375,6 +384,7 @@ def draw_drum_spec(index: int, seed: int, split: str = "train") -> DrumSpec:
         progression=progressions[rng.integers(len(progressions))],
         accompaniment=accompaniment,
         room=room,
+        voice_gains={voice: _uniform(mix, VOICE_GAIN[split]) for voice in VOICES},
     )
 
 
@@ -443,7 +453,8 @@ def drum_events(spec: DrumSpec, seconds: float) -> NoteEvents:
     times = _beat_times(spec, beats)
     times += np.array([spec.voice_offsets_s[voice] for voice in voices])
     times += rng.normal(0.0, spec.timing_jitter_s, len(times))
-    velocity = np.array([velocity for _, _, velocity in hits]) * np.exp(rng.normal(0.0, spec.velocity_jitter, len(hits)))
+    velocity = np.array([velocity * spec.voice_gains.get(voice, 1.0) for _, voice, velocity in hits])
+    velocity *= np.exp(rng.normal(0.0, spec.velocity_jitter, len(hits)))
     drums = (times, np.full(len(times), DRUM_CHANNEL), np.array([spec.notes[voice] for voice in voices]),
              _midi_velocity(velocity), np.zeros(len(times)))
     parts = [drums] + [_accompaniment(spec, part, beats, voices, rng) for part in spec.accompaniment]
