@@ -564,3 +564,35 @@ def test_outputs_that_alias_the_input_batch_stay_intact(tmp_path):
         for row, start in zip(result.outputs["echo"], result.segment_starts):
             begin = round(start * 8000)
             np.testing.assert_array_equal(row, audio[begin:begin + 16])
+
+
+def test_the_model_takes_every_core_once_nothing_is_left_to_decode(tmp_path, monkeypatch):
+    """While decode threads work, the model runs on half the cores; the batches run after the
+    last track is decoded (here: the flush at the end) get every core; the caller's torch
+    thread count is restored."""
+    monkeypatch.setattr(worker, "usable_cores", lambda: 4)
+    monkeypatch.setattr(extraction, "usable_cores", lambda: 4)
+    seen = []
+
+    class Threads(torch.nn.Module):
+        min_samples = 1
+
+        def forward(self, x):
+            seen.append(torch.get_num_threads())
+            return {"threads": torch.full((x.shape[0], 1), float(seen[-1]))}
+
+    corpus(tmp_path / "in", seconds=(1.0, 1.0))
+    before = torch.get_num_threads()
+    results = list(extract(tmp_path / "in", model=Threads(), representations=(), workers=0,
+                           batch_size=8, segment_seconds=1.0, progress=False))
+    assert [r.status for r in results] == ["ok", "ok"]
+    assert seen == [4]                    # one batch, run by the flush: decoding was over
+    assert torch.get_num_threads() == before
+    assert [model_threads(workers) for workers in (0, 3, 5)] == [(2, 4), (1, 4), (1, 4)]
+
+
+def model_threads(workers: int) -> tuple[int, int] | None:
+    """``Job.model_threads`` of a CPU job with ``workers`` (on the patched 4 usable cores)."""
+    job = extraction.Job.__new__(extraction.Job)
+    job.device, job.workers = torch.device("cpu"), workers
+    return job.model_threads()

@@ -228,7 +228,20 @@ class Job:
 
     def pipeline(self, sink) -> Pipeline:
         return Pipeline(self.plan, self.runner, sink, self.workers, self.batch_size,
-                        pin_memory=self.device.type == "cuda")
+                        pin_memory=self.device.type == "cuda", threads=self.model_threads())
+
+    def model_threads(self) -> tuple[int, int] | None:
+        """torch threads of the model on the CPU (None on other devices): (while tracks are
+        decoding, once the decoders have nothing left). While decoding, the cores the decode
+        processes leave free, or with decode threads (``workers=0``) half the cores: the model
+        then shares the cores with the decode threads instead of holding them at its barriers
+        (on 2 cores one model thread took the engine from 0.76x to 0.78-0.83x of the decode
+        floor in bfloat16, 0.69x to 0.70x in float32). With nothing left to decode (the end of
+        a run, or every queued track decoded before a batch filled) the model takes every core."""
+        if self.device.type != "cpu":
+            return None
+        cores = usable_cores()
+        return max(1, cores - self.workers if self.workers > 0 else cores // 2), cores
 
     def modules(self) -> list[nn.Module]:
         return [m for m in (self.model, *self.spectral.values()) if m is not None]
@@ -242,12 +255,8 @@ class Job:
 
 
 class _Session:
-    """For the run: the job's modules on its device in eval mode, and on CPU torch's threads
-    limited to the cores the decode processes leave free, or with decode threads (``workers=0``)
-    to half the cores: the model then shares the cores with the decode threads instead of
-    holding them at its barriers (on 2 cores one model thread took the engine from 0.76x to
-    0.78-0.83x of the decode floor in bfloat16, 0.69x to 0.70x in float32); restores both
-    afterwards."""
+    """For the run: the job's modules on its device in eval mode, and on CPU torch's threads at
+    ``Job.model_threads``' first count; restores both afterwards."""
 
     def __init__(self, job: Job) -> None:
         self.job = job
@@ -257,10 +266,9 @@ class _Session:
         for module, _ in self.training:
             module.to(self.job.device).eval()
         self.threads = torch.get_num_threads()
-        if self.job.device.type == "cpu":
-            cores = usable_cores()
-            free = cores - self.job.workers if self.job.workers > 0 else cores // 2
-            torch.set_num_threads(max(1, free))
+        threads = self.job.model_threads()
+        if threads is not None:
+            torch.set_num_threads(threads[0])
 
     def __exit__(self, *exc) -> None:
         torch.set_num_threads(self.threads)

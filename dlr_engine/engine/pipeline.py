@@ -133,9 +133,11 @@ class Pipeline:
     to ``sink``."""
 
     def __init__(self, plan: DecodePlan, runner: Runner, sink: Sink, workers: int,
-                 batch_size: int, pin_memory: bool = False) -> None:
+                 batch_size: int, pin_memory: bool = False,
+                 threads: tuple[int, int] | None = None) -> None:
         self.plan = plan
         self.pin_memory = pin_memory
+        self.threads = threads
         self.runner = runner
         self.sink = sink
         self.processes = workers > 0
@@ -246,7 +248,18 @@ class Pipeline:
         if track.ended and track.error is None and track.delivered == track.received:
             yield self.sink.finish(track)
 
+    def _set_threads(self) -> None:
+        """torch threads for the next model call (``threads``: (while decoding, decoders
+        idle)): every core once no decoder has a track left, the decoding share otherwise."""
+        if self.threads is None:
+            return
+        decoding = any(worker.pending for worker in self._workers)
+        wanted = self.threads[0] if decoding else self.threads[1]
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
+
     def _call(self, samples: np.ndarray, peaks: np.ndarray) -> dict[str, np.ndarray]:
+        self._set_threads()
         try:
             outputs = self.runner(samples, peaks)
         except Exception as error:
