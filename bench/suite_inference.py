@@ -12,9 +12,9 @@ at the model's own sample rate (``shape``; batch 8, quick: 2), eval, no autograd
 
 Models: ``default`` (the shipped ``dlr_source`` weights), ``dlr13`` (the published checkpoint,
 when ``shared/reference/dlr13`` is there), and the registry families with random weights
-(``fcn`` on DLR and on mel+DLR, ``crnn``, ``pooled`` (the DLR alone), ``samplecnn`` (a 1D
-stack), and those without a conv stack the runtime fuses, whose inference form is the eager
-model: ``pons``, ``mcclstm``, ``ncms``).
+(``fcn`` on DLR and on mel+DLR, ``crnn``, ``pooled`` (the DLR alone: already the fused op),
+``samplecnn`` (a 1D stack), ``pons`` and ``mcclstm`` (single-conv branches on a mel), and
+``ncms``, whose inference form is the eager model: no conv stack).
 
 FLOP count (``flop``, the same for every provider of a model): the eager forward's convolutions
 and matrix products as ``torch.utils.flop_counter.FlopCounterMode`` counts them, plus 2 x taps x
