@@ -138,6 +138,7 @@ class Pipeline:
         self.plan = plan
         self.pin_memory = pin_memory
         self.threads = threads
+        self._workers: list[DecodeWorker] | None = None  # run()'s decoders
         self.runner = runner
         self.sink = sink
         self.processes = workers > 0
@@ -250,8 +251,10 @@ class Pipeline:
 
     def _set_threads(self) -> None:
         """torch threads for the next model call (``threads``: (while decoding, decoders
-        idle)): every core once no decoder has a track left, the decoding share otherwise."""
-        if self.threads is None:
+        idle)): every core once no decoder has a track left, the decoding share otherwise.
+        Calls from outside ``run`` (Ray's model actors: ``forward`` alone) keep the threads
+        they were given."""
+        if self.threads is None or self._workers is None:
             return
         decoding = any(worker.pending for worker in self._workers)
         wanted = self.threads[0] if decoding else self.threads[1]
