@@ -125,12 +125,16 @@ def test_gpu_float64_reference_agrees_with_cpu(inputs, references):
     assert max(errors.values()) < FLOAT64_TOLERANCE, errors
 
 
+def noise_clips(sr: int) -> torch.Tensor:
+    """4 clips of 30 s of white noise at ``sr`` (amplitude 0.1, seed ``SEED``)."""
+    generator = torch.Generator().manual_seed(SEED)
+    return 0.1 * torch.randn(4, round(sr * PAPER.segment_seconds), generator=generator)
+
+
 @pytest.mark.parametrize("preset", list(MEL_PRESETS))
 def test_triton_mel_matches_cpu_float64_reference(preset):
     """Each mel preset on 30 s clips, batch 4 (cuFFT + the fused projection kernel)."""
-    sr = MEL_PRESETS[preset].sr
-    generator = torch.Generator().manual_seed(SEED)
-    x = 0.1 * torch.randn(4, round(sr * PAPER.segment_seconds), generator=generator)
+    x = noise_clips(MEL_PRESETS[preset].sr)
     expected = MelSpectrogram(preset=preset, backend="torch")(x.double())
     with torch.no_grad():
         out = MelSpectrogram(preset=preset, backend="triton").cuda()(x.cuda())
@@ -144,9 +148,7 @@ def test_triton_mel_matches_cpu_float64_reference(preset):
 def test_gpu_tempogram_matches_cpu_float64_reference(preset):
     """Each tempogram preset on 30 s clips, batch 4, batched on the GPU (its onset mel through
     the Triton mel)."""
-    sr = TEMPOGRAM_PRESETS[preset].sr
-    generator = torch.Generator().manual_seed(SEED)
-    x = 0.1 * torch.randn(4, round(sr * PAPER.segment_seconds), generator=generator)
+    x = noise_clips(TEMPOGRAM_PRESETS[preset].sr)
     expected = Tempogram(preset=preset, backend="torch")(x.double())
     with torch.no_grad():
         out = Tempogram(preset=preset, backend="triton").cuda()(x.cuda())
