@@ -4,7 +4,8 @@
 // lane, so a register tile does twice the taps per instruction of the float32 FMA kernel. Sums,
 // bias, ReLU and pooling stay float32.
 //
-// Per work item (clip, branch, block of frames) the input is rearranged once into tap pairs:
+// x is rounded to bfloat16 once per call. Per work item (clip, branch, block of frames) it is
+// rearranged into tap pairs:
 // pairs[p][t] holds (bf16 x[t + 2p d], bf16 x[t + (2p + 1) d]) in one 32-bit lane, so one load
 // feeds the products of taps 2p and 2p + 1 for 16 time steps. The register tile is 8 channels x
 // 32 time steps, as the float32 kernel's AVX-512 tile. Needs an even number of taps, channels
@@ -38,27 +39,37 @@ inline pairs_vec round_bf16_high(pairs_vec u) {
   return is_nan ? (u | 0x00400000u) : u + 0x7FFFu + ((u >> 16) & 1u);
 }
 
-// Lanes t of pairs: low half bf16(lo[t]), high half bf16(hi[t]).
-inline pairs_vec pack_pairs(const float* lo, const float* hi) {
-  const pairs_vec a = round_bf16_high(*reinterpret_cast<const pairs_unaligned*>(lo));
-  const pairs_vec b = round_bf16_high(*reinterpret_cast<const pairs_unaligned*>(hi));
-  return (a >> 16) | (b & 0xFFFF0000u);
+// bf16[0..16) = bfloat16 of x[0..16), rounded as round_bf16_high.
+inline void round_to_bf16(const float* x, uint16_t* bf16) {
+  const pairs_vec high = round_bf16_high(*reinterpret_cast<const pairs_unaligned*>(x));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(bf16),
+                      _mm512_cvtepi32_epi16(_mm512_srli_epi32((__m512i)high, 16)));
+}
+
+// Lanes t of pairs: low half lo[t], high half hi[t] (16 bfloat16 values each).
+inline pairs_vec pack_pairs(const uint16_t* lo, const uint16_t* hi) {
+  const __m512i a = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo)));
+  const __m512i b = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi)));
+  return (pairs_vec)_mm512_or_si512(a, _mm512_slli_epi32(b, 16));
 }
 
 inline uint32_t round_bf16_high(uint32_t u) {
   return (u & 0x7FFFFFFFu) > 0x7F800000u ? u | 0x00400000u : u + 0x7FFFu + ((u >> 16) & 1u);
 }
 
+inline uint16_t to_bf16(float value) {
+  uint32_t u;
+  std::memcpy(&u, &value, 4);
+  return static_cast<uint16_t>(round_bf16_high(u) >> 16);
+}
+
 inline uint32_t pack_pair(float lo, float hi) {
-  uint32_t a, b;
-  std::memcpy(&a, &lo, 4);
-  std::memcpy(&b, &hi, 4);
-  return (round_bf16_high(a) >> 16) | (round_bf16_high(b) & 0xFFFF0000u);
+  return static_cast<uint32_t>(to_bf16(lo)) | static_cast<uint32_t>(to_bf16(hi)) << 16;
 }
 
 inline float horizontal_sum(__m512 v) { return _mm512_reduce_add_ps(v); }
 
-void forward_item(const float* xn, const uint32_t* w_pairs, const float* bias, float* out,
+void forward_item(const uint16_t* xn, const uint32_t* w_pairs, const float* bias, float* out,
                   const Geometry& geo, int64_t n, int64_t branch, int64_t dilation,
                   int64_t frame_begin, int64_t frame_end, std::vector<pairs_vec>& pairs) {
   const int64_t n_pairs = geo.taps / 2;
@@ -66,8 +77,8 @@ void forward_item(const float* xn, const uint32_t* w_pairs, const float* bias, f
   const int64_t vectors = steps / kLanes;
   pairs.resize(static_cast<size_t>(n_pairs * vectors));
   for (int64_t p = 0; p < n_pairs; ++p) {
-    const float* lo = xn + t_begin + 2 * p * dilation;
-    const float* hi = lo + dilation;
+    const uint16_t* lo = xn + t_begin + 2 * p * dilation;
+    const uint16_t* hi = lo + dilation;
     for (int64_t v = 0; v < vectors; ++v)
       pairs[p * vectors + v] = pack_pairs(lo + v * kLanes, hi + v * kLanes);
   }
@@ -116,8 +127,15 @@ void forward_bf16(const float* x, const float* w, const float* b, const int64_t*
   for (size_t i = 0; i < w_pairs.size(); ++i) w_pairs[i] = pack_pair(w[2 * i], w[2 * i + 1]);
   const int64_t blocks = (geo.frames + kFramesPerItem - 1) / kFramesPerItem;
   const int64_t items = geo.batch * geo.branches * blocks;
+  const int64_t values = geo.batch * geo.samples;
+  std::vector<uint16_t> x_bf16(static_cast<size_t>(values));
 #pragma omp parallel num_threads(threads)
   {
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < values / kLanes; ++i)
+      round_to_bf16(x + i * kLanes, x_bf16.data() + i * kLanes);
+#pragma omp single
+    for (int64_t i = values / kLanes * kLanes; i < values; ++i) x_bf16[i] = to_bf16(x[i]);
     std::vector<pairs_vec> pairs;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item) {
@@ -125,7 +143,7 @@ void forward_bf16(const float* x, const float* w, const float* b, const int64_t*
       const int64_t branch = (item / blocks) % geo.branches;
       const int64_t n = item / (blocks * geo.branches);
       const int64_t frame_end = std::min(geo.frames, (block + 1) * kFramesPerItem);
-      forward_item(x + n * geo.samples, w_pairs.data() + branch * geo.channels * geo.taps / 2,
+      forward_item(x_bf16.data() + n * geo.samples, w_pairs.data() + branch * geo.channels * geo.taps / 2,
                    b + branch * geo.channels, out, geo, n, branch, dilations[branch],
                    block * kFramesPerItem, frame_end, pairs);
     }
