@@ -63,6 +63,34 @@ def test_ncms_shapes_and_silence():
         ncms_op.ncms(torch.randn(1, ncms_op.MIN_SAMPLES - 1))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_ncms_fused_matches_numpy_equations(cpu_isa, dtype):
+    clips = np.stack([_signal(TWO_SEGMENT_SAMPLES, seed) for seed in (0, 1)])
+    x = torch.tensor(clips, dtype=dtype)
+    out = ncms_op.ncms_fused(x)
+    assert out.is_contiguous() and out.dtype == dtype
+    for clip, got in zip(clips, out.double().numpy()):
+        ref = _ncms_numpy(clip)
+        assert got.shape == ref.shape
+        assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-4
+    if dtype == torch.float64:  # the torch path: the same values as the reference
+        assert (out - ncms_op.ncms(x)).abs().max() < 1e-9
+
+
+def test_ncms_fused_shapes_silence_and_errors():
+    for length in (ncms_op.MIN_SAMPLES, TWO_SEGMENT_SAMPLES + 5 * HOP):
+        x = torch.randn(3, length)
+        out = ncms_op.ncms_fused(x)
+        assert out.shape == ncms_op.ncms(x).shape
+        assert (out[..., 0] == 0).all()
+    silence = ncms_op.ncms_fused(torch.zeros(2, ncms_op.MIN_SAMPLES))
+    assert torch.equal(silence, torch.zeros_like(silence))  # not the float32 reference's noise
+    with pytest.raises(ValueError, match="at least"):
+        ncms_op.ncms_fused(torch.randn(1, ncms_op.MIN_SAMPLES - 1))
+    with pytest.raises(ValueError, match="no gradient"):
+        ncms_op.ncms_fused(torch.randn(1, ncms_op.MIN_SAMPLES, requires_grad=True))
+
+
 def test_dnn_and_feature_shapes():
     temporal, spectral = ncms_model.temporal_dnn(7), ncms_model.spectral_dnn(7)
     assert temporal(torch.randn(4, 108)).shape == (4, 7)

@@ -161,3 +161,43 @@ def test_tempogram_opcheck():
     window = ref.get_window("hann", 16, dtype=torch.float32)
     torch.library.opcheck(tempo_op.tempogram_cpu, (onsets, window, 23, 2, True),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+CEPSTRUM_CASES = [  # batch, samples, n_fft, win_length, hop, n_quefrencies
+    (3, 1500, 64, 64, 9, 33),
+    (2, 1001, 64, 49, 16, 20),
+    (1, 700, 128, 100, 32, 65),
+    (5, 4000, 1024, 1024, 512, 513),
+    (7, 2100, 256, 256, 100, 1),
+]
+
+
+def cepstrum_reference(x, window, n_fft, hop, n_quefrencies, floor):
+    """(batch, n_quefrencies, frames): irfft(log(|rfft(frame * window, n_fft)| + floor))."""
+    frames = x.unfold(1, window.shape[0], hop) * window
+    log_magnitude = torch.log(torch.fft.rfft(frames, n=n_fft).abs() + floor)
+    return torch.fft.irfft(log_magnitude, n=n_fft)[..., :n_quefrencies].transpose(1, 2)
+
+
+@pytest.mark.parametrize("case", CEPSTRUM_CASES)
+def test_real_cepstrum_matches_reference(nan_poison, cpu_isa, case):
+    batch, samples, n_fft, win_length, hop, n_quefrencies = case
+    nan_poison(spectral_cpu)
+    torch.manual_seed(samples)
+    x = torch.randn(batch, samples, dtype=torch.float64)
+    x[0, : samples // 3] = 0.0  # silent frames: log(floor) everywhere
+    window = ref.get_window("hann", win_length)
+    n_frames = 1 + (samples - win_length) // hop
+    expected = cepstrum_reference(x, window, n_fft, hop, n_quefrencies, 1e-4)
+    out = spectral_cpu.real_cepstrum(x.float(), n_frames, hop, window.float(), n_fft,
+                                     n_quefrencies, 1e-4)
+    assert out.shape == expected.shape == (batch, n_quefrencies, n_frames)
+    assert (out.double() - expected).abs().max() <= 2e-5 * expected.abs().max()
+
+
+def test_real_cepstrum_refuses_bad_sizes():
+    x, window = torch.randn(1, 100), torch.ones(16)
+    with pytest.raises(ValueError, match="even n_fft"):
+        spectral_cpu.real_cepstrum(x, 3, 16, window, 31, 8, 1e-4)
+    with pytest.raises(ValueError, match="n_quefrencies"):
+        spectral_cpu.real_cepstrum(x, 3, 16, window, 32, 18, 1e-4)

@@ -23,6 +23,7 @@ using BackwardFn = decltype(&dlr::generic::backward);
 using PeakAbsFn = decltype(&dlr::generic::peak_abs);
 using MelspectrogramFn = decltype(&dlr::generic::melspectrogram);
 using TempogramFn = decltype(&dlr::generic::tempogram);
+using CepstrumFn = decltype(&dlr::generic::real_cepstrum);
 using ConvBlockFn = decltype(&dlr::generic::conv_block);
 using ConvBlockSupportsFn = decltype(&dlr::generic::conv_block_supports);
 using ChannelMultipleFn = decltype(&dlr::generic::conv_block_channel_multiple);
@@ -34,6 +35,7 @@ struct Kernels {
   PeakAbsFn peak_abs;
   MelspectrogramFn melspectrogram;
   TempogramFn tempogram;
+  CepstrumFn real_cepstrum;
   ConvBlockFn conv_block;
   ConvBlockSupportsFn conv_block_supports;
   ChannelMultipleFn conv_block_channel_multiple;
@@ -41,7 +43,8 @@ struct Kernels {
 
 #define DLR_KERNEL_SET(isa) \
   Kernels { #isa, &dlr::isa::forward, &dlr::isa::backward, &dlr::isa::peak_abs, \
-            &dlr::isa::melspectrogram, &dlr::isa::tempogram, &dlr::isa::conv_block, \
+            &dlr::isa::melspectrogram, &dlr::isa::tempogram, &dlr::isa::real_cepstrum, \
+            &dlr::isa::conv_block, \
             &dlr::isa::conv_block_supports, &dlr::isa::conv_block_channel_multiple }
 
 // Kernel sets this CPU can run, best first (CPUID).
@@ -305,4 +308,20 @@ PYBIND11_MODULE(_dlr_cpu, m) {
       "out (batch, max_lag, n_frames) <- autocorrelations of frame t of clip b: onsets[b, "
       "offset + t * hop + j] * window[j], j < span (zeros outside the clip), divided by lag 0 "
       "when normalize.");
+  m.def(
+      "real_cepstrum",
+      [](uintptr_t signal, int64_t batch, int64_t length, int64_t n_frames, int64_t hop,
+         int64_t offset, uintptr_t window, int64_t span, int64_t n_fft, int64_t n_quefrencies,
+         float floor, uintptr_t out, int threads) {
+        const dlr::Framing framing = make_framing(signal, length, n_frames, hop, offset, 0,
+                                                  window, span, n_fft);
+        if (n_fft % 2 != 0 || n_quefrencies < 1 || n_quefrencies > n_fft / 2 + 1)
+          throw std::invalid_argument("real_cepstrum needs an even n_fft and "
+                                      "1 <= n_quefrencies <= n_fft / 2 + 1");
+        py::gil_scoped_release release;
+        kernels().real_cepstrum(framing, batch, n_fft, n_quefrencies, floor, as_ptr<float>(out),
+                                threads);
+      },
+      "out (batch, n_quefrencies, n_frames) <- irfft(log(|X| + floor), n_fft)[q], X the n_fft-point "
+      "DFT of frame t of clip b: signal[b, offset + t * hop + j] * window[j], j < span.");
 }

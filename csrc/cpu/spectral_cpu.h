@@ -1,4 +1,4 @@
-// Entry points of the CPU mel spectrogram and tempogram (spectral_cpu_kernel.cpp), one set per
+// Entry points of the CPU mel spectrogram, tempogram and real cepstrum (spectral_cpu_kernel.cpp), one set per
 // instruction set. Frames are global frame indices g = clip * n_frames + frame over the batch;
 // out (batch, channels, n_frames) float32.
 #pragma once
@@ -46,6 +46,9 @@ struct Framing {
   /* when normalize and it is at least float32's tiny); even n_fft >= 2 span - 1 */           \
   void tempogram(const Framing& framing, int64_t batch, int64_t n_fft, int64_t max_lag,        \
                  bool normalize, float* out, int threads);                                    \
+  /* out[clip, q, frame] = irfft(log(|X| + floor), n_fft)[q] for q < n_quefrencies */         \
+  void real_cepstrum(const Framing& framing, int64_t batch, int64_t n_fft,                    \
+                     int64_t n_quefrencies, float floor, float* out, int threads);            \
   }
 
 DLR_DECLARE_SPECTRAL_KERNELS(generic)

@@ -268,6 +268,32 @@ void apply_power(float* power_t, int64_t values, float power) {
     power_t[k] = power == 1.f ? std::sqrt(power_t[k]) : std::pow(power_t[k], 0.5f * power);
 }
 
+// Per tile: the inverse real FFT of to_spectrum(power spectra), lags [0, max_lag) written
+// into out (batch, max_lag, n_frames) after finish(lags). to_spectrum(power_t) rewrites the
+// tile's |X|^2 (n_freq, kTile) in place as a real spectrum.
+template <typename ToSpectrum, typename Finish>
+void inverse_of_spectra(const Framing& framing, int64_t batch, int64_t n_fft, int64_t max_lag,
+                        float* out, int threads, ToSpectrum to_spectrum, Finish finish) {
+  const TileSpectrum spectrum(n_fft);
+  const int64_t total = batch * framing.n_frames, tiles = (total + kTile - 1) / kTile;
+#pragma omp parallel num_threads(threads)
+  {
+    TileBuffers buffers(spectrum, max_lag);
+    float* lags = buffers.out_t();
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t g0 = t * kTile, count = std::min(kTile, total - g0);
+      frame_tile(framing, g0, count, n_fft, buffers.data.data());
+      spectrum.power(buffers.data.data(), buffers.scratch.data(), buffers.power_t());
+      to_spectrum(buffers.power_t(), spectrum.n_freq() * kTile);
+      spectrum.autocorrelation(buffers.power_t(), buffers.data.data(), buffers.scratch.data(),
+                               max_lag, lags);
+      finish(lags);
+      tile_store(lags, g0, count, max_lag, framing.n_frames, out);
+    }
+  }
+}
+
 }  // namespace
 
 void melspectrogram(const Framing& framing, int64_t batch, int64_t n_fft,
@@ -292,27 +318,26 @@ void melspectrogram(const Framing& framing, int64_t batch, int64_t n_fft,
 
 void tempogram(const Framing& framing, int64_t batch, int64_t n_fft, int64_t max_lag,
                bool normalize, float* out, int threads) {
-  const TileSpectrum spectrum(n_fft);
-  const int64_t total = batch * framing.n_frames, tiles = (total + kTile - 1) / kTile;
-#pragma omp parallel num_threads(threads)
-  {
-    TileBuffers buffers(spectrum, max_lag);
-    float* lags = buffers.out_t();
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t g0 = t * kTile, count = std::min(kTile, total - g0);
-      frame_tile(framing, g0, count, n_fft, buffers.data.data());
-      spectrum.power(buffers.data.data(), buffers.scratch.data(), buffers.power_t());
-      spectrum.autocorrelation(buffers.power_t(), buffers.data.data(), buffers.scratch.data(),
-                               max_lag, lags);
-      if (normalize) {  // lag 0 is the frame's energy and its largest |autocorrelation|
+  inverse_of_spectra(
+      framing, batch, n_fft, max_lag, out, threads, [](float*, int64_t) {},
+      [normalize, max_lag](float* lags) {
+        if (!normalize) return;
+        // lag 0 is the frame's energy and its largest |autocorrelation|
         const lane energy = reinterpret_cast<const lane*>(lags)[0];
         const lane scale = energy >= kTinyFloat ? 1.f / energy : lane{} + 1.f;
         for (int64_t l = 0; l < max_lag; ++l) reinterpret_cast<lane*>(lags)[l] *= scale;
-      }
-      tile_store(lags, g0, count, max_lag, framing.n_frames, out);
-    }
-  }
+      });
+}
+
+void real_cepstrum(const Framing& framing, int64_t batch, int64_t n_fft, int64_t n_quefrencies,
+                   float floor, float* out, int threads) {
+  inverse_of_spectra(
+      framing, batch, n_fft, n_quefrencies, out, threads,
+      [floor](float* power_t, int64_t values) {  // log(|X| + floor)
+        for (int64_t k = 0; k < values; ++k) power_t[k] = std::sqrt(power_t[k]) + floor;
+        for (int64_t k = 0; k < values; k += kWidth) store(power_t + k, vector_log(load(power_t + k)));
+      },
+      [](float*) {});
 }
 
 }  // namespace DLR_ISA

@@ -19,10 +19,26 @@ The paper's equations (1)-(6), as computed here for a clip ``x`` at 22.05 kHz:
 
 Z-scores use the population standard deviation (``ddof=0``) floored at ``STD_FLOOR``, so a
 constant row (silence) becomes zeros, never NaN.
+
+``ncms`` computes these equations as written (the reference); ``ncms_fused`` gives the same
+values faster (inference forms use it), by three identities:
+
+- The cepstra come from one fused C++ pass per tile of frames (framing, FFT, ``log(|X| + eps)``,
+  inverse FFT: ``spectral_cpu.real_cepstrum``) on CPUs where the extension is built.
+- Segments overlap by half, so each segment's DFT is the sum of the 214-point DFTs of its two
+  halves, the second times ``(-1)^f``: one DFT (a matmul) per 107-frame half instead of per
+  segment.
+- The z-score of step 4 only scales the DFT bins ``f >= 1`` by ``1 / std``, and by Parseval
+  ``std = sqrt(2 sum_{f=1}^{106} |R_f|^2 + |R_107|^2) / 214`` from the same bins: no pass over
+  the segments' frames.
 """
 from __future__ import annotations
 
+import math
+
 import torch
+
+from . import spectral_cpu
 
 SAMPLE_RATE = 22050
 N_FFT = 1024
@@ -90,3 +106,53 @@ def spectral_frames(x: torch.Tensor) -> torch.Tensor:
     """The spectral DNN's input: x (batch, samples) at 22.05 kHz -> (batch, segments, 214 frames,
     513 bins) log-magnitude spectra z-scored per bin over the frames of each segment."""
     return zscore(segment(log_magnitude(x)), dim=2)
+
+
+def cepstra_by_quefrency(x: torch.Tensor) -> torch.Tensor:
+    """x: (batch, samples) at 22.05 kHz -> (batch, 513, frames) real cepstra (``real_cepstrum``
+    of ``log_magnitude``, quefrency-major): the fused C++ pass (no autograd) for float32 on CPU
+    when built."""
+    if x.device.type == "cpu" and x.dtype == torch.float32 and spectral_cpu.available() \
+            and x.dim() == 2 and x.shape[1] >= N_FFT:
+        window = torch.hann_window(N_FFT, periodic=True)
+        frames = 1 + (x.shape[1] - N_FFT) // HOP_LENGTH
+        return spectral_cpu.real_cepstrum(x, frames, HOP_LENGTH, window, N_FFT, N_QUEFRENCIES,
+                                          LOG_FLOOR)
+    return real_cepstrum(log_magnitude(x)).transpose(1, 2)
+
+
+def half_segment_dft(dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    """(107 frames, 214): columns 0..106 the cosines, 107..213 the negated sines of the 214-point
+    DFT bins f = 1..107 of one half segment (frames t = 0..106, zero-padded to 214)."""
+    f = torch.arange(1, N_MODULATION, dtype=torch.float64)
+    t = torch.arange(SEGMENT_HOP, dtype=torch.float64)
+    angle = 2 * math.pi * t[:, None] * f[None, :] / SEGMENT_FRAMES
+    return torch.cat([torch.cos(angle), -torch.sin(angle)], dim=1).to(dtype=dtype, device=device)
+
+
+def ncms_fused(x: torch.Tensor) -> torch.Tensor:
+    """``ncms(x)`` by the identities in the module docstring, for inference (no autograd: use
+    ``ncms`` for gradients): x (batch, samples) float at 22.05 kHz -> (batch, segments, 513,
+    108), contiguous."""
+    if x.requires_grad and torch.is_grad_enabled():
+        raise ValueError("ncms_fused has no gradient; use ncms (the reference) to train")
+    cepstra = cepstra_by_quefrency(x)                                  # (B, Q, frames)
+    batch, quefrencies, frames = cepstra.shape
+    segments = 1 + (frames - SEGMENT_FRAMES) // SEGMENT_HOP if frames >= SEGMENT_FRAMES else 0
+    segment(cepstra[:, :1].transpose(1, 2))                            # the too-short error
+    # minus each row's first frame: the bins f >= 1 are unchanged, a constant row (silence) gives
+    # exact zeros instead of rounding noise divided by STD_FLOOR
+    halves = (cepstra[:, :, :(segments + 1) * SEGMENT_HOP] - cepstra[:, :, :1]).reshape(
+        batch, quefrencies, segments + 1, SEGMENT_HOP)
+    spectra = halves @ half_segment_dft(cepstra.dtype, cepstra.device)  # (B, Q, S + 1, 214)
+    odd = torch.ones(N_MODULATION - 1, dtype=cepstra.dtype, device=cepstra.device)
+    odd[::2] = -1                                                      # (-1)^f, f = 1..107
+    bins = torch.addcmul(spectra[:, :, :-1], spectra[:, :, 1:], odd.repeat(2))
+    power = bins[..., :SEGMENT_HOP].square().addcmul_(bins[..., SEGMENT_HOP:], bins[..., SEGMENT_HOP:])
+    std = (2 * power[..., :-1].sum(dim=-1) + power[..., -1]).sqrt_() / SEGMENT_FRAMES
+    modulation = power.sqrt_().div_(std.clamp_min_(STD_FLOOR).unsqueeze(-1))  # (B, Q, S, F - 1)
+    variance, mean = torch.var_mean(modulation, dim=1, correction=0, keepdim=True)
+    scale = variance.sqrt_().clamp_min_(STD_FLOOR).reciprocal_()
+    out = modulation.new_zeros(batch, segments, quefrencies, N_MODULATION)
+    torch.addcmul(-mean * scale, modulation, scale, out=out[..., 1:].transpose(1, 2))  # z-score over Q
+    return out

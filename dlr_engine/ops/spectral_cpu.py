@@ -1,8 +1,9 @@
-"""Launchers of the fused C++ mel spectrogram and tempogram (``csrc/cpu/spectral_cpu_kernel.cpp``):
-tiles of 16 consecutive frames are framed, windowed and transformed by a batched FFT with the
-frames in the vector lanes (``csrc/cpu/lane_fft.h``), then projected onto the mel filters (or,
-for the tempogram, turned into autocorrelations by the inverse FFT of their power), all in the
-core's cache; only the output is written to memory.
+"""Launchers of the fused C++ mel spectrogram, tempogram and real cepstrum
+(``csrc/cpu/spectral_cpu_kernel.cpp``): tiles of 16 consecutive frames are framed, windowed and
+transformed by a batched FFT with the frames in the vector lanes (``csrc/cpu/lane_fft.h``), then
+projected onto the mel filters (or, for the tempogram, turned into autocorrelations by the
+inverse FFT of their power; for the cepstrum, the inverse FFT of their log magnitude), all in
+the core's cache; only the output is written to memory.
 
 Frames are global indices ``g = clip * n_frames + frame`` over the whole batch, so tiles stay
 full however short the clips are. Each frame's non-zero window taps go to the start of its FFT
@@ -77,4 +78,21 @@ def tempogram(onsets: Tensor, n_frames: int, hop: int, window: Tensor, n_fft: in
         _dlr_cpu.tempogram(onsets.data_ptr(), onsets.shape[0], onsets.shape[1], n_frames, hop,
                            offset, taps.data_ptr(), span, n_fft, window.shape[0], normalize,
                            out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def real_cepstrum(signal: Tensor, n_frames: int, hop: int, window: Tensor, n_fft: int,
+                  n_quefrencies: int, floor: float) -> Tensor:
+    """(batch, n_quefrencies, n_frames): ``irfft(log(|X| + floor), n_fft)[q]``, X the
+    ``n_fft``-point DFT of frame ``t`` of clip ``b``: ``signal[b, t * hop + j] * window[j]`` for
+    ``j < len(window)`` (every frame inside the clip).
+
+    signal: (batch, length) float32; ``n_fft``: even, at least ``len(window)``.
+    """
+    signal, offset, taps, span = _framing(signal, 0, window)
+    out = torch.empty(signal.shape[0], n_quefrencies, n_frames)
+    if out.numel():
+        _dlr_cpu.real_cepstrum(signal.data_ptr(), signal.shape[0], signal.shape[1], n_frames, hop,
+                               offset, taps.data_ptr(), span, n_fft, n_quefrencies, floor,
+                               out.data_ptr(), torch.get_num_threads())
     return out

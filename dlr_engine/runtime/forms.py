@@ -7,7 +7,8 @@ or of 1D conv blocks (the sample-level CNN's ``features``: Conv1d, strided first
 BatchNorm1d -> ReLU -> MaxPool1d), and replaces it by a ``FusedConvStack`` (eval batch norm folded into the convolutions, weights
 packed once, conv + bias + activation + max-pool per block in one C++ pass). Everything else
 (front-ends, recurrent layers, heads, input checks, output keys) is the model's own code, so
-outputs and errors are the eager model's. The eager model stays the reference.
+outputs and errors are the eager model's. Modules with a ``use_fused_ops()`` method (``ncms``)
+switch to their ops' fused forms. The eager model stays the reference.
 
 The forms are for inference only (no autograd through the fused blocks) and snapshot the weights
 when made. Precision: float32 (within ~1e-6 of eager), or bfloat16 (activations and conv
@@ -159,6 +160,9 @@ class InferenceModel(nn.Module):
         self.source = model
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.fused = _replace_stacks(self.model)
+        for module in self.model.modules():
+            if hasattr(module, "use_fused_ops"):  # e.g. ncms: its op's fused form
+                module.use_fused_ops()
         for name in FORWARDED_ATTRIBUTES:
             if hasattr(model, name):
                 setattr(self, name, getattr(model, name))
