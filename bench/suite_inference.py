@@ -14,7 +14,7 @@ Models: ``default`` (the shipped ``dlr_source`` weights), ``dlr13`` (the publish
 when ``shared/reference/dlr13`` is there), and the registry families with random weights
 (``fcn`` on DLR and on mel+DLR, ``crnn``, ``pooled`` (the DLR alone: already the fused op),
 ``samplecnn`` (a 1D stack), ``pons`` and ``mcclstm`` (single-conv branches on a mel), and
-``ncms``, whose inference form is the eager model: no conv stack).
+``ncms``, which has no conv stack: its form computes the NCMS by ``ops.ncms.ncms_fused``).
 
 FLOP count (``flop``, the same for every provider of a model): the eager forward's convolutions
 and matrix products as ``torch.utils.flop_counter.FlopCounterMode`` counts them, plus 2 x taps x

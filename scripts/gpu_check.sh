@@ -6,7 +6,8 @@
 #   3. GPU tests compiled (TRITON_INTERPRET=0): tests/test_gpu_real_shapes.py (published
 #      geometry, 30 s clips, batch 1 and 4, fresh random inputs, every backend and precision
 #      against a CPU float64 reference; every mel preset) and the default model's inference
-#      form on the GPU (tests/test_runtime.py). Not the small-shape kernel tests:
+#      form on the GPU (tests/test_runtime.py), the ncms form's NCMS (tests/test_ncms.py).
+#      Not the small-shape kernel tests:
 #      compiled, each of their geometries would autotune anew (minutes);
 #   4. dlr-bench dlr,mel,tempogram,inference --device cuda --quick --json (inference: the
 #      model families eager vs their inference forms, issue 15);
@@ -89,7 +90,8 @@ if ! "$PYTHON" -c "import dlr_engine.kernels, dlr_engine.bench" >/dev/null 2>&1;
     fi
 fi
 
-GPU_TESTS=(tests/test_gpu_real_shapes.py tests/test_runtime.py::test_inference_form_on_gpu)
+GPU_TESTS=(tests/test_gpu_real_shapes.py tests/test_runtime.py::test_inference_form_on_gpu
+           tests/test_ncms.py::test_ncms_fused_on_gpu)
 step "GPU tests, compiled Triton, real shapes"
 if ! have_module pytest; then
     echo "skipped: pytest is not installed"

@@ -77,6 +77,18 @@ def test_ncms_fused_matches_numpy_equations(cpu_isa, dtype):
         assert (out - ncms_op.ncms(x)).abs().max() < 1e-9
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_ncms_fused_on_gpu():
+    """The torch path of ``ncms_fused`` on a GPU (cuFFT cepstra, the DFT matmul in float32:
+    torch's default leaves TF32 off for matmuls) against the float64 reference on the CPU, at
+    30 s."""
+    x = torch.randn(2, 30 * ncms_op.SAMPLE_RATE, dtype=torch.float64)
+    expected = ncms_op.ncms(x)
+    with torch.inference_mode():
+        out = ncms_op.ncms_fused(x.float().cuda()).cpu().double()
+    assert (out - expected).norm() / expected.norm() < 1e-4
+
+
 def test_ncms_fused_shapes_silence_and_errors():
     for length in (ncms_op.MIN_SAMPLES, TWO_SEGMENT_SAMPLES + 5 * HOP):
         x = torch.randn(3, length)

@@ -18,7 +18,8 @@ The paper's equations (1)-(6), as computed here for a clip ``x`` at 22.05 kHz:
    across quefrencies would blow that noise up to unit variance.
 
 Z-scores use the population standard deviation (``ddof=0``) floored at ``STD_FLOOR``, so a
-constant row (silence) becomes zeros, never NaN.
+constant row (silence) never becomes NaN; in float32 its rounding noise (the mean of equal values
+is not always that value) can come out scaled up, finite (``ncms_fused`` returns exact zeros).
 
 ``ncms`` computes these equations as written (the reference); ``ncms_fused`` gives the same
 values faster (inference forms use it), by three identities:
