@@ -78,12 +78,18 @@ def real_cepstrum(log_mag: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft(log_mag, n=N_FFT, dim=-1)[..., :N_QUEFRENCIES]
 
 
-def segment(frames: torch.Tensor) -> torch.Tensor:
-    """(batch, frames, features) -> (batch, segments, 214, features): windows of 214 frames, hop 107."""
-    if frames.shape[1] < SEGMENT_FRAMES:
-        raise ValueError(f"{frames.shape[1]} STFT frames are fewer than one NCMS segment of "
+def segment_count(frames: int) -> int:
+    """Segments of 214 frames every 107 in ``frames`` STFT frames; raises when there is none."""
+    if frames < SEGMENT_FRAMES:
+        raise ValueError(f"{frames} STFT frames are fewer than one NCMS segment of "
                          f"{SEGMENT_FRAMES}; clips need at least {MIN_SAMPLES} samples "
                          f"({MIN_SAMPLES / SAMPLE_RATE:.2f} s at {SAMPLE_RATE} Hz): pad or skip them")
+    return 1 + (frames - SEGMENT_FRAMES) // SEGMENT_HOP
+
+
+def segment(frames: torch.Tensor) -> torch.Tensor:
+    """(batch, frames, features) -> (batch, segments, 214, features): windows of 214 frames, hop 107."""
+    segment_count(frames.shape[1])
     return frames.unfold(1, SEGMENT_FRAMES, SEGMENT_HOP).transpose(2, 3)
 
 
@@ -139,8 +145,7 @@ def ncms_fused(x: torch.Tensor) -> torch.Tensor:
         raise ValueError("ncms_fused has no gradient; use ncms (the reference) to train")
     cepstra = cepstra_by_quefrency(x)                                  # (B, Q, frames)
     batch, quefrencies, frames = cepstra.shape
-    segments = 1 + (frames - SEGMENT_FRAMES) // SEGMENT_HOP if frames >= SEGMENT_FRAMES else 0
-    segment(cepstra[:, :1].transpose(1, 2))                            # the too-short error
+    segments = segment_count(frames)
     # minus each row's first frame: the bins f >= 1 are unchanged, a constant row (silence) gives
     # exact zeros instead of rounding noise divided by STD_FLOOR
     halves = (cepstra[:, :, :(segments + 1) * SEGMENT_HOP] - cepstra[:, :, :1]).reshape(
