@@ -89,6 +89,22 @@ def test_ncms_fused_on_gpu():
     assert (out - expected).norm() / expected.norm() < 1e-4
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_spectral_frames_fused_matches_reference(cpu_isa, dtype):
+    x = torch.tensor(np.stack([_signal(TWO_SEGMENT_SAMPLES, seed) for seed in (2, 3)]))
+    expected = ncms_op.spectral_frames(x)  # float64
+    out = ncms_op.spectral_frames_fused(x.to(dtype))
+    assert out.shape == expected.shape and out.is_contiguous() and out.dtype == dtype
+    tolerance = 1e-9 if dtype == torch.float64 else 1e-5
+    assert (out.double() - expected).norm() / expected.norm() < tolerance
+    silence = ncms_op.spectral_frames_fused(torch.zeros(1, ncms_op.MIN_SAMPLES, dtype=dtype))
+    assert torch.equal(silence, torch.zeros_like(silence))
+    with pytest.raises(ValueError, match="at least"):
+        ncms_op.spectral_frames_fused(torch.randn(1, ncms_op.MIN_SAMPLES - 1, dtype=dtype))
+    with pytest.raises(ValueError, match="no gradient"):
+        ncms_op.spectral_frames_fused(torch.randn(1, ncms_op.MIN_SAMPLES, requires_grad=True))
+
+
 def test_ncms_fused_shapes_silence_and_errors():
     for length in (ncms_op.MIN_SAMPLES, TWO_SEGMENT_SAMPLES + 5 * HOP):
         x = torch.randn(3, length)

@@ -210,11 +210,12 @@ def randomize_batch_norms(model: torch.nn.Module, seed: int = 0) -> torch.nn.Mod
 
 FAMILIES = [("dlr_source", {}, 48000), ("fcn", {"input": "mel+dlr"}, 48000),
             ("crnn", {}, 40000), ("pooled", {}, 40000), ("samplecnn", {}, 60000),
-            ("mcclstm", {}, 90000), ("pons", {}, 64000), ("ncms", {}, 130000)]
+            ("mcclstm", {}, 90000), ("pons", {}, 64000), ("ncms", {}, 130000),
+            ("ncms", {"variant": "combined"}, 130000)]
 FUSED_STACKS = {"pooled": 0, "fcn": 2, "mcclstm": 3, "pons": 2, "ncms": 0}
 """Fused conv stacks per family (default 1); pons's two branches have 15 channels each (padded
 to the kernel's 32 with zero kernels, the padding dropped from the output); ncms has none (its
-form computes the NCMS by ``ops.ncms.ncms_fused``)."""
+form computes its DNNs' inputs by ``ops.ncms.ncms_fused`` and ``spectral_frames_fused``)."""
 
 
 def check_parity(model, samples, precision, tolerance, x=None):

@@ -24,6 +24,7 @@ using PeakAbsFn = decltype(&dlr::generic::peak_abs);
 using MelspectrogramFn = decltype(&dlr::generic::melspectrogram);
 using TempogramFn = decltype(&dlr::generic::tempogram);
 using CepstrumFn = decltype(&dlr::generic::real_cepstrum);
+using LogMagnitudeFn = decltype(&dlr::generic::log_magnitude);
 using ConvBlockFn = decltype(&dlr::generic::conv_block);
 using ConvBlockSupportsFn = decltype(&dlr::generic::conv_block_supports);
 using ChannelMultipleFn = decltype(&dlr::generic::conv_block_channel_multiple);
@@ -36,6 +37,7 @@ struct Kernels {
   MelspectrogramFn melspectrogram;
   TempogramFn tempogram;
   CepstrumFn real_cepstrum;
+  LogMagnitudeFn log_magnitude;
   ConvBlockFn conv_block;
   ConvBlockSupportsFn conv_block_supports;
   ChannelMultipleFn conv_block_channel_multiple;
@@ -43,7 +45,7 @@ struct Kernels {
 
 #define DLR_KERNEL_SET(isa) \
   Kernels { #isa, &dlr::isa::forward, &dlr::isa::backward, &dlr::isa::peak_abs, \
-            &dlr::isa::melspectrogram, &dlr::isa::tempogram, &dlr::isa::real_cepstrum, \
+            &dlr::isa::melspectrogram, &dlr::isa::tempogram, &dlr::isa::real_cepstrum, &dlr::isa::log_magnitude, \
             &dlr::isa::conv_block, \
             &dlr::isa::conv_block_supports, &dlr::isa::conv_block_channel_multiple }
 
@@ -324,4 +326,16 @@ PYBIND11_MODULE(_dlr_cpu, m) {
       },
       "out (batch, n_quefrencies, n_frames) <- irfft(log(|X| + floor), n_fft)[q], X the n_fft-point "
       "DFT of frame t of clip b: signal[b, offset + t * hop + j] * window[j], j < span.");
+  m.def(
+      "log_magnitude",
+      [](uintptr_t signal, int64_t batch, int64_t length, int64_t n_frames, int64_t hop,
+         int64_t offset, uintptr_t window, int64_t span, int64_t n_fft, float floor, uintptr_t out,
+         int threads) {
+        const dlr::Framing framing = make_framing(signal, length, n_frames, hop, offset, 0,
+                                                  window, span, n_fft);
+        py::gil_scoped_release release;
+        kernels().log_magnitude(framing, batch, n_fft, floor, as_ptr<float>(out), threads);
+      },
+      "out (batch, n_fft / 2 + 1, n_frames) <- log(|X[k]| + floor), X the n_fft-point DFT of "
+      "frame t of clip b: signal[b, offset + t * hop + j] * window[j], j < span.");
 }

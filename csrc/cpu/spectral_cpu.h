@@ -1,4 +1,5 @@
-// Entry points of the CPU mel spectrogram, tempogram and real cepstrum (spectral_cpu_kernel.cpp), one set per
+// Entry points of the CPU mel spectrogram, tempogram, real cepstrum and log magnitude
+// (spectral_cpu_kernel.cpp), one set per
 // instruction set. Frames are global frame indices g = clip * n_frames + frame over the batch;
 // out (batch, channels, n_frames) float32.
 #pragma once
@@ -49,6 +50,9 @@ struct Framing {
   /* out[clip, q, frame] = irfft(log(|X| + floor), n_fft)[q] for q < n_quefrencies */         \
   void real_cepstrum(const Framing& framing, int64_t batch, int64_t n_fft,                    \
                      int64_t n_quefrencies, float floor, float* out, int threads);            \
+  /* out[clip, k, frame] = log(|X[k]| + floor) for k <= n_fft / 2 */                          \
+  void log_magnitude(const Framing& framing, int64_t batch, int64_t n_fft, float floor,       \
+                     float* out, int threads);                                                \
   }
 
 DLR_DECLARE_SPECTRAL_KERNELS(generic)

@@ -261,6 +261,12 @@ struct TileBuffers {
   float* out_t() { return reinterpret_cast<float*>(out.data()); }
 };
 
+// log(|X| + floor) from |X|^2, in place (values a multiple of kWidth).
+void log_magnitude_of_power(float* power_t, int64_t values, float floor) {
+  for (int64_t k = 0; k < values; ++k) power_t[k] = std::sqrt(power_t[k]) + floor;
+  for (int64_t k = 0; k < values; k += kWidth) store(power_t + k, vector_log(load(power_t + k)));
+}
+
 // |X|^power from |X|^2, in place.
 void apply_power(float* power_t, int64_t values, float power) {
   if (power == 2.f) return;
@@ -268,28 +274,24 @@ void apply_power(float* power_t, int64_t values, float power) {
     power_t[k] = power == 1.f ? std::sqrt(power_t[k]) : std::pow(power_t[k], 0.5f * power);
 }
 
-// Per tile: the inverse real FFT of to_spectrum(power spectra), lags [0, max_lag) written
-// into out (batch, max_lag, n_frames) after finish(lags). to_spectrum(power_t) rewrites the
-// tile's |X|^2 (n_freq, kTile) in place as a real spectrum.
-template <typename ToSpectrum, typename Finish>
-void inverse_of_spectra(const Framing& framing, int64_t batch, int64_t n_fft, int64_t max_lag,
-                        float* out, int threads, ToSpectrum to_spectrum, Finish finish) {
+// Every tile of kTile frames: framing, FFT and |X|^2 (buffers.power_t()), then
+// finish(spectrum, buffers) turns them into the tile's output (channels, kTile) and returns it;
+// it is stored into out (batch, channels, n_frames).
+template <typename Finish>
+void spectral_tiles(const Framing& framing, int64_t batch, int64_t n_fft, int64_t channels,
+                    float* out, int threads, Finish finish) {
   const TileSpectrum spectrum(n_fft);
   const int64_t total = batch * framing.n_frames, tiles = (total + kTile - 1) / kTile;
 #pragma omp parallel num_threads(threads)
   {
-    TileBuffers buffers(spectrum, max_lag);
-    float* lags = buffers.out_t();
+    TileBuffers buffers(spectrum, channels);
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t g0 = t * kTile, count = std::min(kTile, total - g0);
       frame_tile(framing, g0, count, n_fft, buffers.data.data());
       spectrum.power(buffers.data.data(), buffers.scratch.data(), buffers.power_t());
-      to_spectrum(buffers.power_t(), spectrum.n_freq() * kTile);
-      spectrum.autocorrelation(buffers.power_t(), buffers.data.data(), buffers.scratch.data(),
-                               max_lag, lags);
-      finish(lags);
-      tile_store(lags, g0, count, max_lag, framing.n_frames, out);
+      const float* tile = finish(spectrum, buffers);
+      tile_store(tile, g0, count, channels, framing.n_frames, out);
     }
   }
 }
@@ -299,45 +301,49 @@ void inverse_of_spectra(const Framing& framing, int64_t batch, int64_t n_fft, in
 void melspectrogram(const Framing& framing, int64_t batch, int64_t n_fft,
                     const MelFilters& filters, float power, float log_multiplier, float amin,
                     float* out, int threads) {
-  const TileSpectrum spectrum(n_fft);
-  const int64_t total = batch * framing.n_frames, tiles = (total + kTile - 1) / kTile;
-#pragma omp parallel num_threads(threads)
-  {
-    TileBuffers buffers(spectrum, filters.n_mels);
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t g0 = t * kTile, count = std::min(kTile, total - g0);
-      frame_tile(framing, g0, count, n_fft, buffers.data.data());
-      spectrum.power(buffers.data.data(), buffers.scratch.data(), buffers.power_t());
-      apply_power(buffers.power_t(), spectrum.n_freq() * kTile, power);
-      tile_project(buffers.power_t(), filters, log_multiplier, amin, buffers.out_t());
-      tile_store(buffers.out_t(), g0, count, filters.n_mels, framing.n_frames, out);
-    }
-  }
+  spectral_tiles(framing, batch, n_fft, filters.n_mels, out, threads,
+                 [&](const TileSpectrum& spectrum, TileBuffers& buffers) {
+                   apply_power(buffers.power_t(), spectrum.n_freq() * kTile, power);
+                   tile_project(buffers.power_t(), filters, log_multiplier, amin, buffers.out_t());
+                   return buffers.out_t();
+                 });
 }
 
 void tempogram(const Framing& framing, int64_t batch, int64_t n_fft, int64_t max_lag,
                bool normalize, float* out, int threads) {
-  inverse_of_spectra(
-      framing, batch, n_fft, max_lag, out, threads, [](float*, int64_t) {},
-      [normalize, max_lag](float* lags) {
-        if (!normalize) return;
-        // lag 0 is the frame's energy and its largest |autocorrelation|
-        const lane energy = reinterpret_cast<const lane*>(lags)[0];
-        const lane scale = energy >= kTinyFloat ? 1.f / energy : lane{} + 1.f;
-        for (int64_t l = 0; l < max_lag; ++l) reinterpret_cast<lane*>(lags)[l] *= scale;
-      });
+  spectral_tiles(framing, batch, n_fft, max_lag, out, threads,
+                 [&](const TileSpectrum& spectrum, TileBuffers& buffers) {
+                   lane* lags = buffers.out.data();
+                   spectrum.autocorrelation(buffers.power_t(), buffers.data.data(),
+                                            buffers.scratch.data(), max_lag, buffers.out_t());
+                   if (normalize) {  // lag 0 is the frame's energy and its largest |value|
+                     const lane energy = lags[0];
+                     const lane scale = energy >= kTinyFloat ? 1.f / energy : lane{} + 1.f;
+                     for (int64_t l = 0; l < max_lag; ++l) lags[l] *= scale;
+                   }
+                   return buffers.out_t();
+                 });
 }
 
 void real_cepstrum(const Framing& framing, int64_t batch, int64_t n_fft, int64_t n_quefrencies,
                    float floor, float* out, int threads) {
-  inverse_of_spectra(
-      framing, batch, n_fft, n_quefrencies, out, threads,
-      [floor](float* power_t, int64_t values) {  // log(|X| + floor)
-        for (int64_t k = 0; k < values; ++k) power_t[k] = std::sqrt(power_t[k]) + floor;
-        for (int64_t k = 0; k < values; k += kWidth) store(power_t + k, vector_log(load(power_t + k)));
-      },
-      [](float*) {});
+  spectral_tiles(framing, batch, n_fft, n_quefrencies, out, threads,
+                 [&](const TileSpectrum& spectrum, TileBuffers& buffers) {
+                   log_magnitude_of_power(buffers.power_t(), spectrum.n_freq() * kTile, floor);
+                   spectrum.autocorrelation(buffers.power_t(), buffers.data.data(),
+                                            buffers.scratch.data(), n_quefrencies,
+                                            buffers.out_t());
+                   return buffers.out_t();
+                 });
+}
+
+void log_magnitude(const Framing& framing, int64_t batch, int64_t n_fft, float floor, float* out,
+                   int threads) {
+  spectral_tiles(framing, batch, n_fft, n_fft / 2 + 1, out, threads,
+                 [&](const TileSpectrum& spectrum, TileBuffers& buffers) {
+                   log_magnitude_of_power(buffers.power_t(), spectrum.n_freq() * kTile, floor);
+                   return buffers.power_t();
+                 });
 }
 
 }  // namespace DLR_ISA

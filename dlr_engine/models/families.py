@@ -287,8 +287,8 @@ def fft_resample(x: torch.Tensor, sample_rate: int, target_rate: int) -> torch.T
 NCMS_INPUTS = {"temporal": (ncms_op.ncms, ncms_op.N_MODULATION),
                "spectral": (ncms_op.spectral_frames, ncms_op.N_QUEFRENCIES)}
 """DNN -> (audio at 22.05 kHz -> (batch, segments, rows, values) input, values per row)."""
-FUSED_NCMS_INPUTS = {"temporal": ncms_op.ncms_fused}
-"""DNN -> a faster op giving the same input (``use_fused_ops``)."""
+FUSED_NCMS_INPUTS = {"temporal": ncms_op.ncms_fused, "spectral": ncms_op.spectral_frames_fused}
+"""DNN -> the faster op giving the same input, for inference (``use_fused_ops``)."""
 
 
 class NCMSClassifier(AudioFamily):
@@ -322,10 +322,9 @@ class NCMSClassifier(AudioFamily):
                               f"sample_rate differs; NCMS / z-scored log-STFT per 5 s segment")
 
     def use_fused_ops(self) -> None:
-        """Compute the DNN inputs with ``FUSED_NCMS_INPUTS`` where there is one (the inference
-        form calls this; the reference ops stay the default)."""
-        self.input_ops.update((name, op) for name, op in FUSED_NCMS_INPUTS.items()
-                              if name in self.input_ops)
+        """Compute the DNN inputs with ``FUSED_NCMS_INPUTS`` (the inference form calls this;
+        the reference ops stay the default)."""
+        self.input_ops = {name: FUSED_NCMS_INPUTS[name] for name in self.input_ops}
 
     def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = fft_resample(x, self.sample_rate, ncms_op.SAMPLE_RATE)

@@ -22,7 +22,8 @@ constant row (silence) never becomes NaN; in float32 its rounding noise (the mea
 is not always that value) can come out scaled up, finite (``ncms_fused`` returns exact zeros).
 
 ``ncms`` computes these equations as written (the reference); ``ncms_fused`` gives the same
-values faster (inference forms use it), by three identities:
+values faster (inference forms use it, as ``spectral_frames_fused`` for the spectral DNN's
+input), by three identities:
 
 - The cepstra come from one fused C++ pass per tile of frames (framing, FFT, ``log(|X| + eps)``,
   inverse FFT: ``spectral_cpu.real_cepstrum``) on CPUs where the extension is built.
@@ -115,17 +116,57 @@ def spectral_frames(x: torch.Tensor) -> torch.Tensor:
     return zscore(segment(log_magnitude(x)), dim=2)
 
 
-def cepstra_by_quefrency(x: torch.Tensor) -> torch.Tensor:
-    """x: (batch, samples) at 22.05 kHz -> (batch, 513, frames) real cepstra (``real_cepstrum``
-    of ``log_magnitude``, quefrency-major): the fused C++ pass (no autograd) for float32 on CPU
-    when built."""
+def _cpp_framing(x: torch.Tensor) -> tuple[int, torch.Tensor] | None:
+    """(frames, window) for the fused C++ passes (float32 CPU clips of at least one frame, the
+    extension built; no autograd), else None."""
     if x.device.type == "cpu" and x.dtype == torch.float32 and spectral_cpu.available() \
             and x.dim() == 2 and x.shape[1] >= N_FFT:
-        window = torch.hann_window(N_FFT, periodic=True)
-        frames = 1 + (x.shape[1] - N_FFT) // HOP_LENGTH
-        return spectral_cpu.real_cepstrum(x, frames, HOP_LENGTH, window, N_FFT, N_QUEFRENCIES,
-                                          LOG_FLOOR)
+        return 1 + (x.shape[1] - N_FFT) // HOP_LENGTH, torch.hann_window(N_FFT, periodic=True)
+    return None
+
+
+def cepstra_by_quefrency(x: torch.Tensor) -> torch.Tensor:
+    """x: (batch, samples) at 22.05 kHz -> (batch, 513, frames) real cepstra (``real_cepstrum``
+    of ``log_magnitude``, quefrency-major): one fused C++ pass where ``_cpp_framing`` allows."""
+    if framing := _cpp_framing(x):
+        return spectral_cpu.real_cepstrum(x, framing[0], HOP_LENGTH, framing[1], N_FFT,
+                                          N_QUEFRENCIES, LOG_FLOOR)
     return real_cepstrum(log_magnitude(x)).transpose(1, 2)
+
+
+def log_magnitude_by_bin(x: torch.Tensor) -> torch.Tensor:
+    """x: (batch, samples) at 22.05 kHz -> (batch, 513, frames) ``log_magnitude``, bin-major:
+    one fused C++ pass where ``_cpp_framing`` allows."""
+    if framing := _cpp_framing(x):
+        return spectral_cpu.log_magnitude(x, framing[0], HOP_LENGTH, framing[1], N_FFT, LOG_FLOOR)
+    return log_magnitude(x).transpose(1, 2)
+
+
+def _no_gradient(x: torch.Tensor, name: str) -> None:
+    if x.requires_grad and torch.is_grad_enabled():
+        raise ValueError(f"{name}_fused has no gradient; use {name} (the reference) to train")
+
+
+def spectral_frames_fused(x: torch.Tensor) -> torch.Tensor:
+    """``spectral_frames(x)`` for inference (no autograd), contiguous: the log magnitudes from
+    one C++ pass, each segment's mean and std combined from those of its two halves (Chan et
+    al.'s pairwise update), one pass writing the z-scores. Each bin's first frame is subtracted
+    first (a z-score does not see it), so silence gives exact zeros."""
+    _no_gradient(x, "spectral_frames")
+    spectra = log_magnitude_by_bin(x)                                  # (B, K, frames)
+    segments = segment_count(spectra.shape[2])
+    spectra = spectra - spectra[:, :, :1]
+    halves = spectra[:, :, :(segments + 1) * SEGMENT_HOP].unflatten(2, (segments + 1, SEGMENT_HOP))
+    half_var, half_mean = torch.var_mean(halves, dim=3, correction=0)  # (B, K, S + 1)
+    mean = (half_mean[..., :-1] + half_mean[..., 1:]) / 2
+    delta = half_mean[..., 1:] - half_mean[..., :-1]
+    variance = (half_var[..., :-1] + half_var[..., 1:]) / 2 + delta.square() / 4
+    scale = variance.sqrt_().clamp_min_(STD_FLOOR).reciprocal_().unsqueeze(-1)
+    batch, bins = spectra.shape[:2]
+    out = spectra.new_empty(batch, segments, SEGMENT_FRAMES, bins)
+    torch.addcmul(-mean.unsqueeze(-1) * scale, spectra.unfold(2, SEGMENT_FRAMES, SEGMENT_HOP),
+                  scale, out=out.permute(0, 3, 1, 2))
+    return out
 
 
 def half_segment_dft(dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
@@ -141,8 +182,7 @@ def ncms_fused(x: torch.Tensor) -> torch.Tensor:
     """``ncms(x)`` by the identities in the module docstring, for inference (no autograd: use
     ``ncms`` for gradients): x (batch, samples) float at 22.05 kHz -> (batch, segments, 513,
     108), contiguous."""
-    if x.requires_grad and torch.is_grad_enabled():
-        raise ValueError("ncms_fused has no gradient; use ncms (the reference) to train")
+    _no_gradient(x, "ncms")
     cepstra = cepstra_by_quefrency(x)                                  # (B, Q, frames)
     batch, quefrencies, frames = cepstra.shape
     segments = segment_count(frames)

@@ -2,8 +2,8 @@
 (``csrc/cpu/spectral_cpu_kernel.cpp``): tiles of 16 consecutive frames are framed, windowed and
 transformed by a batched FFT with the frames in the vector lanes (``csrc/cpu/lane_fft.h``), then
 projected onto the mel filters (or, for the tempogram, turned into autocorrelations by the
-inverse FFT of their power; for the cepstrum, the inverse FFT of their log magnitude), all in
-the core's cache; only the output is written to memory.
+inverse FFT of their power; for the cepstrum, the inverse FFT of their log magnitude; or just
+the log magnitude), all in the core's cache; only the output is written to memory.
 
 Frames are global indices ``g = clip * n_frames + frame`` over the whole batch, so tiles stay
 full however short the clips are. Each frame's non-zero window taps go to the start of its FFT
@@ -78,6 +78,23 @@ def tempogram(onsets: Tensor, n_frames: int, hop: int, window: Tensor, n_fft: in
         _dlr_cpu.tempogram(onsets.data_ptr(), onsets.shape[0], onsets.shape[1], n_frames, hop,
                            offset, taps.data_ptr(), span, n_fft, window.shape[0], normalize,
                            out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def log_magnitude(signal: Tensor, n_frames: int, hop: int, window: Tensor, n_fft: int,
+                  floor: float) -> Tensor:
+    """(batch, n_fft // 2 + 1, n_frames): ``log(|X[k]| + floor)``, X the ``n_fft``-point DFT of
+    frame ``t`` of clip ``b``: ``signal[b, t * hop + j] * window[j]`` for ``j < len(window)``
+    (every frame inside the clip).
+
+    signal: (batch, length) float32; ``n_fft``: even, at least ``len(window)``.
+    """
+    signal, offset, taps, span = _framing(signal, 0, window)
+    out = torch.empty(signal.shape[0], n_fft // 2 + 1, n_frames)
+    if out.numel():
+        _dlr_cpu.log_magnitude(signal.data_ptr(), signal.shape[0], signal.shape[1], n_frames, hop,
+                               offset, taps.data_ptr(), span, n_fft, floor, out.data_ptr(),
+                               torch.get_num_threads())
     return out
 
 
