@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("cpu", "cuda"),
                         help=f"device of the cases (default: cuda when torch sees a GPU; "
                              f"${harness.BENCH_DEVICE_ENV} works too)")
+    parser.add_argument("--rounds", type=int, default=1, metavar="N",
+                        help="spread each suite's timed calls over N rounds that time every "
+                             "case in turn, so that a machine whose speed drifts (a shared "
+                             "host) slows every provider alike (default 1: each case's calls "
+                             "in one block)")
     parser.add_argument("--json", metavar="PATH", help="write {machine, run, rows} as JSON")
     parser.add_argument("--markdown", metavar="PATH", help="write the header and table")
     parser.add_argument("--plot", metavar="PNG", help="speed-up per provider and batch size")
@@ -81,8 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(names: list[str], quick: bool) -> tuple[list[dict], dict]:
-    """Every case of the named suites, between two measurements of the machine's ceilings;
+def _progress(result: harness.Result, seconds: float) -> None:
+    case = result.case
+    shown = (f"{result.timing.median_ms:.3g} ms median" if result.timing
+             else f"{result.status}: {result.note}")
+    print(f"  {case.op} {case.shape} {case.provider}: {shown} ({seconds:.1f} s)",
+          file=sys.stderr, flush=True)
+
+
+def run(names: list[str], quick: bool, rounds: int = 1) -> tuple[list[dict], dict]:
+    """Every case of the named suites (with ``rounds`` > 1 each suite's cases interleaved:
+    ``harness.run_cases_in_rounds``), between two measurements of the machine's ceilings;
     returns (rows, machine header). Progress goes to stderr."""
     plan = harness.QUICK if quick else harness.FULL
     device = harness.bench_device()
@@ -92,14 +106,18 @@ def run(names: list[str], quick: bool) -> tuple[list[dict], dict]:
         print(line, file=sys.stderr)
     results = []
     for name in names:
-        for case in load_suite(name)(quick):
+        cases = load_suite(name)(quick)
+        if rounds > 1:
+            started = time.perf_counter()
+            suite_results = harness.run_cases_in_rounds(cases, plan, rounds)
+            for result in suite_results:
+                _progress(result, (time.perf_counter() - started) / len(cases))
+            results += suite_results
+            continue
+        for case in cases:
             started = time.perf_counter()
             result = harness.run_case(case, plan)
-            took = time.perf_counter() - started
-            shown = (f"{result.timing.median_ms:.3g} ms median" if result.timing
-                     else f"{result.status}: {result.note}")
-            print(f"  {case.op} {case.shape} {case.provider}: {shown} ({took:.1f} s)",
-                  file=sys.stderr, flush=True)
+            _progress(result, time.perf_counter() - started)
             results.append(result)
     header.update(machine.ceilings(device, start, machine.measure_ceilings(device)),
                   load_average_end=machine.load_average())
@@ -111,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.fail_if_slower is not None and not args.compare:
         parser.error("--fail-if-slower needs --compare OLD_JSON")
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     for path in (args.json, args.markdown, args.plot):  # fail before measuring, not after
         if path and not Path(path).resolve().parent.is_dir():
             parser.error(f"the folder of {path} does not exist; create it first")
@@ -128,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         rows, header = suite.run(args.quick)
         layout = (suite.TABLE_COLUMNS, suite.header_lines(header))
     else:
-        rows, header = run(names, args.quick)
-    run_info = {"suites": names, "quick": args.quick, "argv": sys.argv[1:] if argv is None
+        rows, header = run(names, args.quick, args.rounds)
+    run_info = {"suites": names, "quick": args.quick, "rounds": args.rounds,
+                "argv": sys.argv[1:] if argv is None
                 else list(argv), "seconds": round(time.perf_counter() - started, 1)}
     print(report.format_table(rows, header, *layout))
     if args.json:

@@ -1,6 +1,7 @@
 """Timing and peak-memory measurement shared by every dlr-bench suite.
 
-A suite describes its work as `Case`s; `run_case` measures one:
+A suite describes its work as `Case`s; `run_case` measures one (`run_cases_in_rounds` several,
+their timed calls interleaved in rounds):
 
 1. ``case.make()`` builds the inputs and returns the zero-argument call to measure;
 2. ``plan.warmup`` untimed calls (compilation, lazy initialisation, first-touch page faults);
@@ -122,18 +123,24 @@ def summarize(samples_ms: Sequence[float], repeats: int | None = None) -> Timing
                   len(samples_ms) if repeats is None else repeats)
 
 
-def time_wall(call: Call, plan: TimingPlan, clock: Callable[[], float] = time.perf_counter
-              ) -> Timing:
-    """Per-call wall-clock times of ``call`` (seconds from ``clock``), summarised in ms."""
+def wall_samples(call: Call, plan: TimingPlan, clock: Callable[[], float] = time.perf_counter
+                 ) -> list[float]:
+    """Per-call wall-clock times of ``call`` in ms (seconds from ``clock``), as many calls as
+    ``plan`` gives for the first one's time."""
 
     def once() -> float:
         start = clock()
         call()
-        return clock() - start
+        return (clock() - start) * 1e3
 
     first = once()
-    samples = [first] + [once() for _ in range(plan.repeats_for(first) - 1)]
-    return summarize([s * 1e3 for s in samples])
+    return [first] + [once() for _ in range(plan.repeats_for(first / 1e3) - 1)]
+
+
+def time_wall(call: Call, plan: TimingPlan, clock: Callable[[], float] = time.perf_counter
+              ) -> Timing:
+    """``wall_samples`` summarised."""
+    return summarize(wall_samples(call, plan, clock))
 
 
 def time_cuda(call: Call, plan: TimingPlan) -> Timing:
@@ -252,6 +259,11 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _error(case: Case, exc: Exception) -> Result:
+    last = traceback.format_exception_only(exc)[-1].strip()
+    return Result(case, status="error", note=last[:300])
+
+
 def run_case(case: Case, plan: TimingPlan, clock: Callable[[], float] = time.perf_counter,
              measure_memory: bool = True) -> Result:
     """Warm up, measure peak memory, time. A provider that fails (out of memory, a compiler
@@ -274,10 +286,54 @@ def run_case(case: Case, plan: TimingPlan, clock: Callable[[], float] = time.per
             timing = time_triton(call, plan)
         return Result(case, timing, memory)
     except Exception as exc:  # reported in the row; one provider's failure must not end the run
-        last = traceback.format_exception_only(exc)[-1].strip()
-        return Result(case, status="error", note=last[:300])
+        return _error(case, exc)
     finally:
         del call
         gc.collect()
         if case.device == "cuda":
             torch.cuda.empty_cache()
+
+
+def round_plan(plan: TimingPlan, rounds: int) -> TimingPlan:
+    """The share of ``plan`` one of ``rounds`` rounds times (no warm-up: done before)."""
+    return TimingPlan(warmup=0, min_repeats=max(1, math.ceil(plan.min_repeats / rounds)),
+                      max_repeats=max(1, plan.max_repeats // rounds),
+                      budget_s=plan.budget_s / rounds)
+
+
+def run_cases_in_rounds(cases: Sequence[Case], plan: TimingPlan, rounds: int,
+                        clock: Callable[[], float] = time.perf_counter,
+                        measure_memory: bool = True) -> list[Result]:
+    """``run_case`` of every case, but the timed calls of the wall-clock cases are spread over
+    ``rounds`` rounds, each timing every case in turn (``round_plan``): on a machine whose speed
+    drifts over minutes (a shared host), every provider then sees the same drift and their
+    ratios hold. All cases are built and warmed up first and stay alive until the last round
+    (their inputs together must fit in memory); GPU-timed cases run one by one as in
+    ``run_case``."""
+    results: dict[int, Result] = {}
+    alive: dict[int, tuple[Call, float | None]] = {}
+    for i, case in enumerate(cases):
+        if case.skip_reason is not None or case.timer != "wall":
+            results[i] = run_case(case, plan, clock, measure_memory)
+            continue
+        try:
+            call = case.make()
+            for _ in range(plan.warmup):
+                call()
+            alive[i] = (call, peak_memory_mb(call, case.device) if measure_memory else None)
+        except Exception as exc:
+            results[i] = _error(case, exc)
+    samples: dict[int, list[float]] = {i: [] for i in alive}
+    per_round = round_plan(plan, rounds)
+    for _ in range(rounds):
+        for i in list(alive):
+            try:
+                samples[i] += wall_samples(alive[i][0], per_round, clock)
+            except Exception as exc:
+                results[i] = _error(cases[i], exc)
+                del alive[i]
+    for i, (_, memory) in alive.items():
+        results[i] = Result(cases[i], summarize(samples[i]), memory)
+    alive.clear()
+    gc.collect()
+    return [results[i] for i in range(len(cases))]

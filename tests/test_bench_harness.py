@@ -80,6 +80,35 @@ def test_run_case_reports_failures_and_skips_instead_of_raising():
 
 @pytest.mark.skipif(harness.cpu_memory_unsupported() is not None,
                     reason="peak RSS cannot be reset on this machine")
+def test_rounds_interleave_the_timed_calls_of_every_case():
+    log = []
+    plan = TimingPlan(warmup=1, min_repeats=4, max_repeats=4, budget_s=1.0)
+
+    def make(name):
+        return lambda: (lambda: log.append(name))
+
+    def explode():
+        raise RuntimeError("compiler error")
+
+    calls_made = itertools.count()
+
+    def fails_in_round_two():
+        if next(calls_made) == 3:  # the warm-up and round 1's two calls pass
+            raise RuntimeError("lost the device")
+
+    cases = [Case("op", "a", "1", 1, make=make("a")), Case("op", "b", "1", 1, make=make("b")),
+             Case("op", "gone", "1", 1, make=None, skip_reason="no GPU"),
+             Case("op", "broken", "1", 1, make=lambda: explode),
+             Case("op", "flaky", "1", 1, make=lambda: fails_in_round_two)]
+    results = harness.run_cases_in_rounds(cases, plan, rounds=2, measure_memory=False)
+    assert [r.status for r in results] == ["ok", "ok", "skipped", "error", "error"]
+    assert "compiler error" in results[3].note and "lost the device" in results[4].note
+    # warm-up a, b; then two rounds of 4 / 2 = 2 timed calls each, a before b in each round
+    assert "".join(log) == "ab" + "aabb" + "aabb"
+    assert results[0].timing.repeats == results[1].timing.repeats == 4
+    assert harness.round_plan(plan, 3).min_repeats == 2 and harness.round_plan(plan, 8).max_repeats == 1
+
+
 def test_peak_memory_sees_a_call_that_touches_64_mb_and_not_a_noop():
     size_mb = 64
 
@@ -182,7 +211,7 @@ def test_cli_writes_every_output_and_fails_only_on_regression(trivial_suite, tmp
     ceilings = data["machine"]
     assert ceilings["matmul_peak_gflops"] == max(ceilings["matmul_peak_gflops_start"],
                                                  ceilings["matmul_peak_gflops_end"]) > 0
-    assert data["run"]["quick"] is True
+    assert data["run"]["quick"] is True and data["run"]["rounds"] == 1
     assert out["run.md"].read_text().count("| sum |") == 2
     assert out["run.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "speed-up" in capsys.readouterr().out
@@ -197,6 +226,11 @@ def test_cli_writes_every_output_and_fails_only_on_regression(trivial_suite, tmp
                      "--fail-if-slower", "50"]) == 1
     with pytest.raises(SystemExit):
         cli.main(["trivial", "--fail-if-slower", "5"])
+    with pytest.raises(SystemExit):
+        cli.main(["trivial", "--rounds", "0"])
+    assert cli.main(["trivial", "--quick", "--rounds", "3", "--json", str(out["run.json"])]) == 0
+    data = report.load_json(out["run.json"])
+    assert data["run"]["rounds"] == 3 and all(row["status"] == "ok" for row in data["rows"])
 
 
 def test_dlr_suite_cases_have_one_baseline_per_group_and_run_at_a_small_size():
