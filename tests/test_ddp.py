@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
@@ -46,5 +47,6 @@ def test_two_processes_match_one_with_the_global_batch(tmp_path):
     # whose shift the next batch norm removes), so only the weight tensors are compared
     weights = [name for name in weights_one if name.endswith("weight")]
     assert len(weights) > 10
-    for name in weights:
-        assert weights_two[name] == pytest.approx(weights_one[name], rel=RTOL, abs=1e-6), name
+    for name in weights:  # relative error of each tensor (an element near 0 may differ more)
+        error = np.linalg.norm(weights_two[name] - weights_one[name])
+        assert error <= RTOL * np.linalg.norm(weights_one[name]), name
