@@ -1,10 +1,12 @@
-// The mel spectrogram and the autocorrelation tempogram on CPU, fused per tile of kLanes
-// consecutive frames: framing + window straight into the lanes of a batched FFT (lane_fft.h),
-// the real FFT, power, then either the sparse mel projection + log (written straight into the
-// (batch, n_mels, frames) output) or, for the tempogram, the inverse real FFT of the power
-// (autocorrelations), normalised by lag 0 and written into (batch, lags, frames). Nothing
-// full-rate leaves the tile, whose buffers stay in the core's L2. Compiled once per instruction
-// set, like dlr_cpu_kernel.cpp; tiles are independent, so OpenMP splits them.
+// The mel spectrogram, the autocorrelation tempogram, the real cepstrum and the log magnitude on
+// CPU, fused per tile of kLanes consecutive frames (spectral_tiles): framing + window straight
+// into the lanes of a batched FFT (lane_fft.h), the real FFT, power, then the sparse mel
+// projection + log (written straight into the (batch, n_mels, frames) output); or, for the
+// tempogram, the inverse real FFT of the power (autocorrelations), normalised by lag 0, into
+// (batch, lags, frames); or the inverse real FFT of log(|X| + floor) (the real cepstrum); or
+// log(|X| + floor) itself. Nothing full-rate leaves the tile, whose buffers stay in the core's
+// L2. Compiled once per instruction set, like dlr_cpu_kernel.cpp; tiles are independent, so
+// OpenMP splits them.
 //
 // Frames are held frequency-major with the frames as vector lanes throughout, so each
 // butterfly and each non-zero filter weight is one broadcast FMA per vector, and a tile's output
