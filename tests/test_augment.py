@@ -144,3 +144,29 @@ def test_compression_reduces_the_dynamic_range(seed):
 def test_too_short_clips_say_how_long_they_must_be():
     with pytest.raises(ValueError, match="at least 4.32 s"):
         augment(np.zeros(RATE * 4, np.float32), labels_of(100.0), np.random.default_rng(0), SECONDS, RATE)
+
+
+def _rise_seconds(audio: np.ndarray, start: int, length: int) -> float:
+    """Seconds from ``start`` until the smoothed magnitude first reaches 90 % of its peak
+    within ``length`` samples."""
+    envelope = np.convolve(np.abs(audio[start:start + length]), np.ones(8) / 8, mode="same")
+    return np.argmax(envelope >= 0.9 * envelope.max()) / RATE
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_soften_gives_hits_soft_attacks_on_the_same_beat(seed):
+    """Clicks come out with a slower rise (a swish, not a hit), still at the click tempo, with
+    the same length and RMS, finite, and the same for the same stream."""
+    source = click_track(100.0, 6.0)
+    out = aug.soften(source, RATE, np.random.default_rng(seed))
+    assert out.shape == source.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    assert np.sqrt(np.mean(out.astype(np.float64) ** 2)) == pytest.approx(
+        np.sqrt(np.mean(source.astype(np.float64) ** 2)), rel=1e-4)
+    assert np.array_equal(out, aug.soften(source, RATE, np.random.default_rng(seed)))
+    beat = int(0.6 * RATE)
+    for start in (beat, 4 * beat):
+        assert _rise_seconds(out, start, beat) > 2 * max(_rise_seconds(source, start, beat), 1 / RATE)
+        assert _rise_seconds(out, start, beat) < aug.SOFT_ATTACK_SECONDS[1] + aug.SOFT_DECAY_SECONDS[1]
+    assert matches_tempo(dominant_period_s(onset_envelope(out, RATE)), 100.0)
+    silence = np.zeros(RATE, np.float32)
+    assert np.array_equal(aug.soften(silence, RATE, np.random.default_rng(seed)), silence)

@@ -212,7 +212,8 @@ def test_the_train_split_varies_the_mix_and_the_out_of_source_split_keeps_the_ki
     assert train[1].voice_gains == draw_drum_spec(3, SEED).voice_gains  # one mix per pair
     for index in range(6):
         assert set(draw_drum_spec(index, SEED, "out_of_source").voice_gains.values()) == {1.0}
-    spec = _unhumanised(0, velocity_jitter=0.0)
+    spec = _unhumanised(next(i for i in range(0, 40, 2) if "kick" in draw_drum_spec(i, SEED).variants),
+                        velocity_jitter=0.0)
     events = drum_events(spec, 6.0)
     flat = drum_events(dataclasses.replace(spec, voice_gains=dict.fromkeys(drums.VOICES, 1.0)), 6.0)
     assert np.array_equal(events.times_s, flat.times_s) and np.array_equal(events.keys, flat.keys)
@@ -220,3 +221,27 @@ def test_the_train_split_varies_the_mix_and_the_out_of_source_split_keeps_the_ki
         hits = (events.channels == DRUM_CHANNEL) & (events.keys == spec.notes[voice])
         expected = np.clip(flat.velocities[hits] * spec.voice_gains[voice], *drums.VELOCITY_MIDI)
         assert hits.any() and np.allclose(events.velocities[hits], expected, atol=1.0), voice
+
+
+def test_some_train_pairs_drop_the_kick_and_the_labels_follow():
+    """A quarter of the train pairs with a kick and a backbeat voice play without the kick (both
+    clips of the pair; its ``has_kick`` tag is 0 and no kick note sounds); the felt-beat label
+    does not change; the out-of-source split keeps every kick."""
+    has_kick = TAG_NAMES.index("has_kick")
+    train = [draw_drum_spec(i, SEED) for i in range(400)]
+    could = [s for s in train if "kick" in s.groove.patterns
+             and any(v in s.groove.patterns for v in drums.BACKBEAT_VOICES)]
+    dropped = [s for s in could if "kick" not in s.variants]
+    assert 0.15 < len(dropped) / len(could) < 0.35, (len(dropped), len(could))
+    for spec in dropped[:6]:
+        assert spec.labels()["tags"][has_kick] == 0
+        assert "kick" not in draw_drum_spec(spec.index ^ 1, SEED).variants  # the other clip of the pair
+        events = drum_events(spec, 6.0)
+        assert not ((events.channels == DRUM_CHANNEL) & (events.keys == spec.notes["kick"])).any()
+        assert len(events) > 8
+        kept = dataclasses.replace(spec, variants={**spec.variants, "kick": (0,)})
+        assert kept.labels()["bpm"] == spec.labels()["bpm"] and kept.labels()["tags"][has_kick] == 1
+    assert all("kick" in s.variants for s in train if s.labels()["tags"][has_kick])
+    for index in range(0, 200, 2):
+        spec = draw_drum_spec(index, SEED, "out_of_source")
+        assert ("kick" in spec.variants) == ("kick" in spec.groove.patterns)

@@ -18,7 +18,7 @@ from dlr_engine.models.registry import save_model, tempo_class_names
 from dlr_engine.train import metrics
 from dlr_engine.train.cli import register
 from dlr_engine.train.datasets import InMemory
-from dlr_engine.train.tasks import TASKS, SourceTask
+from dlr_engine.train.tasks import TASKS, SourceTask, tempo_targets
 from dlr_engine.train.trainer import TrainConfig, Trainer, build_model, train
 from dlr_engine.train.augment import Augmented
 from dlr_engine.data.drums import NO_STYLE
@@ -179,6 +179,35 @@ def test_clips_without_a_style_train_the_tempo_head_only():
     assert result["style_accuracy"] == metrics.accuracy(style[has].numpy(), predictions["style_logits"][has.numpy()].argmax(1))
     result = task.metrics(predictions, {"style": none.numpy(), "tempo_class": tempo.numpy()})
     assert "style_accuracy" not in result and result["score"] == result["tempo_class_accuracy"]
+
+
+def test_tempo_targets_are_soft_only_near_a_class_boundary():
+    """Far from a boundary the target is the clip's class; on one it is split evenly between the
+    two classes; in between it leans to the clip's own class; rows are distributions. The loss
+    with a ``bpm`` uses them, without one the hard class."""
+    from dlr_engine.config import TEMPO_CLASS_BOUNDARIES_BPM
+    from dlr_engine.data.synth import tempo_class
+
+    bpm = torch.tensor([60.0, 130.0, 168.0, 230.0, *TEMPO_CLASS_BOUNDARIES_BPM, 110.0, 152.0, 190.0])
+    targets = tempo_targets(bpm)
+    assert targets.shape == (len(bpm), 4) and torch.isfinite(targets).all()
+    assert torch.allclose(targets.sum(1), torch.ones(len(bpm)))
+    assert torch.allclose(targets[:4], torch.eye(4), atol=1e-4)
+    for row, edge in enumerate(TEMPO_CLASS_BOUNDARIES_BPM, start=4):
+        assert targets[row, row - 4].item() == pytest.approx(0.5) and targets[row, row - 3].item() == pytest.approx(0.5)
+    for row in range(7, 10):
+        own = tempo_class(bpm[row].item())
+        assert 0.5 < targets[row, own].item() < 0.99 and targets[row].argmax().item() == own
+    task = SourceTask()
+    torch.manual_seed(0)
+    outputs = {"style_logits": torch.randn(10, len(STYLE_NAMES)), "tempo_logits": torch.randn(10, 4)}
+    labels = {"style": torch.zeros(10, dtype=torch.int64),
+              "tempo_class": torch.tensor([tempo_class(b) for b in bpm.tolist()])}
+    _, hard = task.loss(outputs, labels)
+    _, soft = task.loss(outputs, {**labels, "bpm": bpm})
+    assert hard["tempo_class_loss"] == pytest.approx(F.cross_entropy(outputs["tempo_logits"], labels["tempo_class"]).item())
+    assert soft["tempo_class_loss"] == pytest.approx(F.cross_entropy(outputs["tempo_logits"], targets).item())
+    assert soft["tempo_class_loss"] != pytest.approx(hard["tempo_class_loss"])
 
 
 def test_smoke_run_on_both_sources_with_augmentation(tmp_path):

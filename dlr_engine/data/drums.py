@@ -15,6 +15,8 @@ spawn_key=(...))`` streams, so clips render identically in any order:
   where the two classes admit tempi an octave apart, with probability
   ``OCTAVE_PAIR_PROBABILITY``, the pair plays at ``bpm`` and ``2 * bpm`` (labelled as such), so
   that a model cannot read the tempo from the pattern's density (about half of the pairs);
+- the mix (``MIX_STREAM``): each voice's balance, and whether a train pair drops its kick
+  (``KICK_DROP_PROBABILITY``: the voice leaves ``variants``, so the ``has_kick`` tag follows);
 - the events (which variant each bar plays, fills, ghost notes, timing and velocity errors) are
   drawn per clip.
 
@@ -104,11 +106,16 @@ PEAK_DBFS = (-20.0, -1.0)
 FLUID_ROOM_SIZE = (0.1, 0.9)  # FluidSynth reverb of the out-of-source split
 FLUID_REVERB_LEVEL = (0.1, 0.7)
 FLUID_CHORUS_LEVEL = (0.0, 1.5)
-VOICE_GAIN = {"train": (0.3, 1.0), "out_of_source": (1.0, 1.0)}
+VOICE_GAIN = {"train": (0.15, 1.0), "out_of_source": (1.0, 1.0)}
 """Per split, the range of each voice's velocity scale, drawn per pair: the train split mixes
 every kit's voices at varied balances (the kick now and then quieter than the snare), so that a
 model cannot read the tempo from the loudest voice alone (a kick on beats 1 and 3 gives half the
 tempo); the out-of-source split plays each kit's own balance."""
+KICK_DROP_PROBABILITY = {"train": 0.25, "out_of_source": 0.0}
+"""Per split, the probability that a pair plays without its kick (families whose backbeat has
+another voice: snare, rim or clap), so that the tempo must be read from the backbeat and the
+cymbals; the label does not change (the felt beat is the snare's)."""
+BACKBEAT_VOICES = ("snare", "rim", "clap")
 
 
 @dataclass(frozen=True)
@@ -365,6 +372,10 @@ def draw_drum_spec(index: int, seed: int, split: str = "train") -> DrumSpec:
     room["peak_dbfs"] = _uniform(rng, PEAK_DBFS)
     bpms = pair_bpms(pair, seed)
     mix = _rng(seed, pair, MIX_STREAM)  # its own stream: the other draws stay as they were
+    voice_gains = {voice: _uniform(mix, VOICE_GAIN[split]) for voice in VOICES}
+    if ("kick" in variants and any(voice in variants for voice in BACKBEAT_VOICES)
+            and mix.random() < KICK_DROP_PROBABILITY[split]):
+        del variants["kick"]
     return DrumSpec(
         index=index, seed=seed, split=split, family=family.name, kit=str(rng.choice(kits)),
         bpm=bpms[index % 2], octave_pair=bpms[2],
@@ -384,7 +395,7 @@ def draw_drum_spec(index: int, seed: int, split: str = "train") -> DrumSpec:
         progression=progressions[rng.integers(len(progressions))],
         accompaniment=accompaniment,
         room=room,
-        voice_gains={voice: _uniform(mix, VOICE_GAIN[split]) for voice in VOICES},
+        voice_gains=voice_gains,
     )
 
 

@@ -6,6 +6,8 @@
    move together, the groove stays intact); the ``bpm`` label is multiplied by ``s`` and the
    ``tempo_class`` recomputed from it, so labels follow the audio;
 2. a random crop of ``seconds`` (the source clip must be at least ``seconds * STRETCH[1]`` long);
+2b. with probability ``P_SOFTEN``, soft attacks (``soften``): every hit smeared into a short
+   swish, as brushes or a distant, diffuse recording play it (the beat stays where it was);
 3. with probability ``P_ACCOMPANIMENT``, pitched accompaniment mixed in: chords of harmonic
    tones with soft attacks that change at random times unrelated to the beat (music that is not
    percussion and carries no tempo), ``ACCOMPANIMENT_DB`` relative to the clip's RMS;
@@ -32,7 +34,8 @@ from ..config import PAPER
 from ..data.synth import _rng, reverb_and_noise, tempo_class
 
 STRETCH = (0.92, 1.08)
-P_ACCOMPANIMENT, P_EQ, P_COMPRESSION, P_REVERB = 0.4, 0.7, 0.5, 0.5
+P_ACCOMPANIMENT, P_EQ, P_COMPRESSION, P_REVERB, P_SOFTEN = 0.4, 0.7, 0.5, 0.5, 0.25
+SOFT_ATTACK_SECONDS, SOFT_DECAY_SECONDS = (0.005, 0.03), (0.02, 0.08)
 ACCOMPANIMENT_DB = (-18.0, 0.0)
 ACCOMPANIMENT_CHANGE_SECONDS = (0.7, 4.0)  # chords last this long, drawn uniformly
 ACCOMPANIMENT_ATTACK_SECONDS = (0.08, 0.4)
@@ -79,6 +82,18 @@ def accompaniment(samples: int, sample_rate: int, rng: np.random.Generator) -> n
         start += length
     rms = np.sqrt(np.mean(out ** 2))
     return (out / rms if rms > 0 else out).astype(np.float32)
+
+
+def soften(audio: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """``audio`` (samples,) convolved with a noise burst that rises over ``SOFT_ATTACK_SECONDS``
+    and decays over ``SOFT_DECAY_SECONDS`` (no direct sound): each onset becomes a swish with a
+    soft attack at the same time; float32, same length and RMS."""
+    attack, decay = _u(rng, SOFT_ATTACK_SECONDS), _u(rng, SOFT_DECAY_SECONDS)
+    t = np.arange(int((attack + 5.0 * decay) * sample_rate)) / sample_rate
+    response = rng.standard_normal(len(t)) * (1.0 - np.exp(-t / attack)) * np.exp(-t / decay)
+    out = scipy.signal.fftconvolve(audio.astype(np.float64), response)[:len(audio)]
+    rms_in, rms_out = np.sqrt(np.mean(audio.astype(np.float64) ** 2)), np.sqrt(np.mean(out ** 2))
+    return (out * (rms_in / rms_out) if rms_out > 0 else out).astype(np.float32)
 
 
 def equalise(audio: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
@@ -128,6 +143,8 @@ def augment(audio: np.ndarray, labels: dict[str, torch.Tensor], rng: np.random.G
     audio = stretch(audio, factor, sample_rate)
     offset = int(rng.integers(0, len(audio) - samples + 1))
     audio = audio[offset:offset + samples]
+    if rng.random() < P_SOFTEN:
+        audio = soften(audio, sample_rate, rng)
     if rng.random() < P_ACCOMPANIMENT:
         rms = np.sqrt(np.mean(audio.astype(np.float64) ** 2))
         audio = audio + np.float32(rms * 10.0 ** (_u(rng, ACCOMPANIMENT_DB) / 20.0)) * accompaniment(samples, sample_rate, rng)

@@ -3,7 +3,8 @@
 - ``source-task`` (the DLR paper's source task): ``dlr_source`` model; loss = cross-entropy of
   the style head + cross-entropy of the tempo-class head (multi-task, equal weights). Clips
   labelled ``NO_STYLE`` (-1: the SoundFont drum grooves) train the tempo head only and are left
-  out of the style metrics.
+  out of the style metrics. Where the labels carry the ``bpm``, the tempo head's target is soft
+  near a class boundary (``tempo_targets``): a clip at 111 BPM is nearly as much 112-149 as <112.
 - ``tagger`` (the target task): ``fcn`` model; loss = binary cross-entropy per tag.
 
 Labels are the dicts of ``SynthRhythmDataset`` / ``LabelledFolder`` batched: ``style`` and
@@ -17,10 +18,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import TEMPO_CLASS_BOUNDARIES_BPM
 from ..data.drums import NO_STYLE
 from ..data.synth import STYLE_NAMES, TAG_NAMES
 from ..models.registry import tempo_class_names
 from . import metrics
+
+
+TEMPO_LABEL_SIGMA = 0.02
+"""Spread of a clip's tempo (standard deviation of its natural log BPM) in ``tempo_targets``:
+about the tempo drift and timing error of a performance."""
+
+
+def tempo_targets(bpm: torch.Tensor, sigma: float = TEMPO_LABEL_SIGMA) -> torch.Tensor:
+    """bpm: (batch,) -> (batch, classes) float32: the probability that a tempo with log-normal
+    spread ``sigma`` around ``bpm`` falls in each tempo class (one-hot far from a boundary,
+    0.5 / 0.5 on one)."""
+    edges = torch.log(torch.tensor(TEMPO_CLASS_BOUNDARIES_BPM, dtype=torch.float64, device=bpm.device))
+    below = torch.special.ndtr((edges - torch.log(bpm.double())[:, None]) / sigma)  # P(tempo < edge)
+    cumulative = F.pad(below, (1, 0), value=0.0)
+    cumulative = F.pad(cumulative, (0, 1), value=1.0)
+    return cumulative.diff(dim=1).float()
 
 
 class SourceTask:
@@ -41,10 +59,14 @@ class SourceTask:
     def loss(self, outputs: dict[str, torch.Tensor],
              labels: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Sum of the heads' cross-entropies, each the mean over the clips that have the label
-        (not ``NO_STYLE``; 0 if none has it), and each one as a float."""
+        (not ``NO_STYLE``; 0 if none has it), and each one as a float. The tempo head's target
+        is ``tempo_targets(labels["bpm"])`` where the labels have a ``bpm``, else its class."""
         parts = {}
         for key, label in self.heads.items():
             target = labels[label]
+            if label == "tempo_class" and "bpm" in labels:
+                parts[label] = F.cross_entropy(outputs[key].float(), tempo_targets(labels["bpm"]))
+                continue
             total = F.cross_entropy(outputs[key].float(), target, ignore_index=NO_STYLE, reduction="sum")
             parts[label] = total / (target != NO_STYLE).sum().clamp(min=1)
         return sum(parts.values()), {f"{label}_loss": value.item() for label, value in parts.items()}
