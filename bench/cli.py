@@ -86,12 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _progress(result: harness.Result, seconds: float) -> None:
+def _progress(result: harness.Result, seconds: float | None) -> None:
+    """One case's line on stderr; seconds: how long it took (None: interleaved in rounds)."""
     case = result.case
     shown = (f"{result.timing.median_ms:.3g} ms median" if result.timing
              else f"{result.status}: {result.note}")
-    print(f"  {case.op} {case.shape} {case.provider}: {shown} ({seconds:.1f} s)",
-          file=sys.stderr, flush=True)
+    took = "" if seconds is None else f" ({seconds:.1f} s)"
+    print(f"  {case.op} {case.shape} {case.provider}: {shown}{took}", file=sys.stderr, flush=True)
 
 
 def run(names: list[str], quick: bool, rounds: int = 1) -> tuple[list[dict], dict]:
@@ -108,10 +109,9 @@ def run(names: list[str], quick: bool, rounds: int = 1) -> tuple[list[dict], dic
     for name in names:
         cases = load_suite(name)(quick)
         if rounds > 1:
-            started = time.perf_counter()
             suite_results = harness.run_cases_in_rounds(cases, plan, rounds)
             for result in suite_results:
-                _progress(result, (time.perf_counter() - started) / len(cases))
+                _progress(result, None)
             results += suite_results
             continue
         for case in cases:

@@ -264,6 +264,15 @@ def _error(case: Case, exc: Exception) -> Result:
     return Result(case, status="error", note=last[:300])
 
 
+def _prepare(case: Case, plan: TimingPlan, measure_memory: bool) -> tuple[Call, float | None]:
+    """The case's call, warmed up, and its peak memory (None when not measured)."""
+    call = case.make()
+    for _ in range(plan.warmup):
+        call()
+    _sync(case.device)
+    return call, peak_memory_mb(call, case.device) if measure_memory else None
+
+
 def run_case(case: Case, plan: TimingPlan, clock: Callable[[], float] = time.perf_counter,
              measure_memory: bool = True) -> Result:
     """Warm up, measure peak memory, time. A provider that fails (out of memory, a compiler
@@ -273,11 +282,7 @@ def run_case(case: Case, plan: TimingPlan, clock: Callable[[], float] = time.per
         return Result(case, status="skipped", note=case.skip_reason)
     call = None
     try:
-        call = case.make()
-        for _ in range(plan.warmup):
-            call()
-        _sync(case.device)
-        memory = peak_memory_mb(call, case.device) if measure_memory else None
+        call, memory = _prepare(case, plan, measure_memory)
         if case.timer == "wall":
             timing = time_wall(call, plan, clock)
         elif case.timer == "cuda":
@@ -317,10 +322,7 @@ def run_cases_in_rounds(cases: Sequence[Case], plan: TimingPlan, rounds: int,
             results[i] = run_case(case, plan, clock, measure_memory)
             continue
         try:
-            call = case.make()
-            for _ in range(plan.warmup):
-                call()
-            alive[i] = (call, peak_memory_mb(call, case.device) if measure_memory else None)
+            alive[i] = _prepare(case, plan, measure_memory)
         except Exception as exc:
             results[i] = _error(case, exc)
     samples: dict[int, list[float]] = {i: [] for i in alive}
