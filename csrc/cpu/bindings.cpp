@@ -45,8 +45,8 @@ struct Kernels {
 
 #define DLR_KERNEL_SET(isa) \
   Kernels { #isa, &dlr::isa::forward, &dlr::isa::backward, &dlr::isa::peak_abs, \
-            &dlr::isa::melspectrogram, &dlr::isa::tempogram, &dlr::isa::real_cepstrum, &dlr::isa::log_magnitude, \
-            &dlr::isa::conv_block, \
+            &dlr::isa::melspectrogram, &dlr::isa::tempogram, &dlr::isa::real_cepstrum, \
+            &dlr::isa::log_magnitude, &dlr::isa::conv_block, \
             &dlr::isa::conv_block_supports, &dlr::isa::conv_block_channel_multiple }
 
 // Kernel sets this CPU can run, best first (CPUID).

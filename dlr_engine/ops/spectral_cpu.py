@@ -72,12 +72,19 @@ def tempogram(onsets: Tensor, n_frames: int, hop: int, window: Tensor, n_fft: in
 
     onsets: (batch, length) float32; ``n_fft``: even, at least ``2 * len(window) - 1``.
     """
-    onsets, offset, taps, span = _framing(onsets, 0, window)
-    out = torch.empty(onsets.shape[0], window.shape[0], n_frames)
+    return _uncentred_pass(_dlr_cpu.tempogram, onsets, window.shape[0], n_frames, hop, window,
+                           n_fft, window.shape[0], normalize)
+
+
+def _uncentred_pass(kernel, signal: Tensor, channels: int, n_frames: int, hop: int,
+                    window: Tensor, n_fft: int, *options) -> Tensor:
+    """(batch, channels, n_frames) from ``kernel`` (a binding taking the framing, ``n_fft``,
+    ``options``, the output and the thread count) on frames starting at ``t * hop``."""
+    signal, offset, taps, span = _framing(signal, 0, window)
+    out = torch.empty(signal.shape[0], channels, n_frames)
     if out.numel():
-        _dlr_cpu.tempogram(onsets.data_ptr(), onsets.shape[0], onsets.shape[1], n_frames, hop,
-                           offset, taps.data_ptr(), span, n_fft, window.shape[0], normalize,
-                           out.data_ptr(), torch.get_num_threads())
+        kernel(signal.data_ptr(), signal.shape[0], signal.shape[1], n_frames, hop, offset,
+               taps.data_ptr(), span, n_fft, *options, out.data_ptr(), torch.get_num_threads())
     return out
 
 
@@ -89,13 +96,8 @@ def log_magnitude(signal: Tensor, n_frames: int, hop: int, window: Tensor, n_fft
 
     signal: (batch, length) float32; ``n_fft``: even, at least ``len(window)``.
     """
-    signal, offset, taps, span = _framing(signal, 0, window)
-    out = torch.empty(signal.shape[0], n_fft // 2 + 1, n_frames)
-    if out.numel():
-        _dlr_cpu.log_magnitude(signal.data_ptr(), signal.shape[0], signal.shape[1], n_frames, hop,
-                               offset, taps.data_ptr(), span, n_fft, floor, out.data_ptr(),
-                               torch.get_num_threads())
-    return out
+    return _uncentred_pass(_dlr_cpu.log_magnitude, signal, n_fft // 2 + 1, n_frames, hop, window,
+                           n_fft, floor)
 
 
 def real_cepstrum(signal: Tensor, n_frames: int, hop: int, window: Tensor, n_fft: int,
@@ -106,10 +108,5 @@ def real_cepstrum(signal: Tensor, n_frames: int, hop: int, window: Tensor, n_fft
 
     signal: (batch, length) float32; ``n_fft``: even, at least ``len(window)``.
     """
-    signal, offset, taps, span = _framing(signal, 0, window)
-    out = torch.empty(signal.shape[0], n_quefrencies, n_frames)
-    if out.numel():
-        _dlr_cpu.real_cepstrum(signal.data_ptr(), signal.shape[0], signal.shape[1], n_frames, hop,
-                               offset, taps.data_ptr(), span, n_fft, n_quefrencies, floor,
-                               out.data_ptr(), torch.get_num_threads())
-    return out
+    return _uncentred_pass(_dlr_cpu.real_cepstrum, signal, n_quefrencies, n_frames, hop, window,
+                           n_fft, n_quefrencies, floor)
