@@ -1,11 +1,12 @@
 """On-the-fly, seeded training augmentation: what a recording does to a drum performance.
 
-``augment(audio, labels, rng, seconds, sample_rate)`` applies, in order:
+``augment(audio, labels, rng, seconds, sample_rate, rates)`` applies, in order:
 
-1. a playback-rate change by a factor ``s`` in ``STRETCH`` (soxr resampling: tempo and pitch
-   move together, the groove stays intact); the ``bpm`` label is multiplied by ``s`` and the
-   ``tempo_class`` recomputed from it, so labels follow the audio;
-2. a random crop of ``seconds`` (the source clip must be at least ``seconds * STRETCH[1]`` long);
+1. a playback-rate change by a factor ``s`` drawn log-uniformly in ``rates`` (default
+   ``STRETCH``; soxr resampling: tempo and pitch move together, the groove stays intact); the
+   ``bpm`` label is multiplied by ``s`` and the ``tempo_class`` recomputed from it, so labels
+   follow the audio;
+2. a random crop of ``seconds`` (the source clip must be at least ``seconds * rates[1]`` long);
 2b. with probability ``P_SOFTEN``, soft attacks (``soften``): every hit smeared into a short
    swish, as brushes or a distant, diffuse recording play it (the beat stays where it was);
 3. with probability ``P_ACCOMPANIMENT``, pitched accompaniment mixed in: chords of harmonic
@@ -34,6 +35,7 @@ from ..config import PAPER
 from ..data.synth import _rng, reverb_and_noise, tempo_class
 
 STRETCH = (0.92, 1.08)
+"""Default playback-rate range of ``augment`` (``TrainConfig.stretch`` / ``--stretch`` set another)."""
 P_ACCOMPANIMENT, P_EQ, P_COMPRESSION, P_REVERB, P_SOFTEN = 0.4, 0.7, 0.5, 0.5, 0.25
 SOFT_ATTACK_SECONDS, SOFT_DECAY_SECONDS = (0.005, 0.03), (0.02, 0.08)
 ACCOMPANIMENT_DB = (-18.0, 0.0)
@@ -130,16 +132,24 @@ def compress(audio: np.ndarray, sample_rate: int, rng: np.random.Generator) -> n
     return (out * peak / np.abs(out).max()).astype(np.float32)
 
 
+def check_rates(rates: tuple[float, float]) -> None:
+    """Raise ``ValueError`` unless ``rates`` is a (low, high) playback-rate range, 0 < low <= high."""
+    if len(rates) != 2 or not 0.0 < rates[0] <= rates[1]:
+        raise ValueError(f"a stretch range is (low, high) with 0 < low <= high, got {tuple(rates)}")
+
+
 def augment(audio: np.ndarray, labels: dict[str, torch.Tensor], rng: np.random.Generator, seconds: float,
-            sample_rate: int = PAPER.sample_rate) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``audio`` (samples,) float32 of at least ``seconds * STRETCH[1]`` seconds, augmented and
+            sample_rate: int = PAPER.sample_rate,
+            rates: tuple[float, float] = STRETCH) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``audio`` (samples,) float32 of at least ``seconds * rates[1]`` seconds, augmented and
     cropped to ``round(seconds * sample_rate)`` samples (see the module docstring), and
     ``labels`` (a dataset item's) with ``bpm`` and ``tempo_class`` moved by the stretch."""
     samples = int(round(seconds * sample_rate))
-    if len(audio) < int(np.ceil(samples * STRETCH[1])):
-        raise ValueError(f"augmentation needs clips of at least {seconds * STRETCH[1]:.2f} s "
-                         f"(seconds x the largest stretch {STRETCH[1]}), got {len(audio) / sample_rate:.2f} s")
-    factor = _u(rng, STRETCH)
+    check_rates(rates)
+    if len(audio) < int(np.ceil(samples * rates[1])):
+        raise ValueError(f"augmentation needs clips of at least {seconds * rates[1]:.2f} s "
+                         f"(seconds x the largest stretch {rates[1]}), got {len(audio) / sample_rate:.2f} s")
+    factor = float(np.exp(rng.uniform(np.log(rates[0]), np.log(rates[1]))))
     audio = stretch(audio, factor, sample_rate)
     offset = int(rng.integers(0, len(audio) - samples + 1))
     audio = audio[offset:offset + samples]
@@ -169,11 +179,12 @@ class Augmented(Dataset):
     trainer calls it) come from ``SeedSequence(seed, spawn_key=(epoch, index))``."""
 
     def __init__(self, dataset: Dataset, seconds: float, seed: int, sample_rate: int = PAPER.sample_rate,
-                 probability: float = 1.0) -> None:
+                 probability: float = 1.0, rates: tuple[float, float] = STRETCH) -> None:
         if not 0.0 <= probability <= 1.0:
             raise ValueError(f"augmentation probability must lie in [0, 1], got {probability}")
+        check_rates(rates)
         self.dataset, self.seconds, self.seed, self.sample_rate = dataset, seconds, seed, sample_rate
-        self.probability = probability
+        self.probability, self.rates = probability, tuple(rates)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -189,4 +200,4 @@ class Augmented(Dataset):
             samples = int(round(self.seconds * self.sample_rate))
             offset = int(rng.integers(0, len(audio) - samples + 1))
             return audio[offset:offset + samples], labels
-        return augment(audio.numpy(), labels, rng, self.seconds, self.sample_rate)
+        return augment(audio.numpy(), labels, rng, self.seconds, self.sample_rate, self.rates)

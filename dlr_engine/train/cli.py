@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "crop, EQ, compression, reverb, noise, accompaniment, gain)")
     parser.add_argument("--augment-probability", type=float, default=DEFAULTS.augment_probability,
                         help="with --augment: share of the clips augmented (the others are only cropped)")
+    parser.add_argument("--stretch", type=float, nargs=2, default=DEFAULTS.stretch, metavar=("LOW", "HIGH"),
+                        help="with --augment: range of the playback-rate change (the BPM label moves with it)")
     parser.add_argument("--data-seed", type=int, help="synthetic corpus seed (default: --seed); "
                                                       "validation uses seed + 1")
     parser.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction,
@@ -75,6 +77,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         task=args.task, out=args.out, data=args.data, val_fraction=args.val_fraction,
         synthetic=args.synthetic, val_synthetic=args.val_synthetic, soundfont=args.soundfont,
         val_soundfont=args.val_soundfont, augment=args.augment, augment_probability=args.augment_probability,
+        stretch=tuple(args.stretch),
         data_seed=args.data_seed,
         seconds=args.seconds, in_memory=not args.stream, model=args.model, input=args.input, model_options=args.model_options,
         init=args.init,

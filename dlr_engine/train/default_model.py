@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 from ..data.soundfont import SoundFontDrumDataset, find_soundfont
 from ..data.synth import SynthRhythmDataset
 from ..models import registry
+from .augment import STRETCH
 from .tasks import SourceTask
 from .trainer import BEST, TrainConfig, evaluate, train
 
@@ -67,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-augment", action="store_true", help="train on the clips as rendered")
     parser.add_argument("--augment-probability", type=float, default=1.0,
                         help="share of the training clips augmented (the others are only cropped)")
+    parser.add_argument("--stretch", type=float, nargs=2, default=STRETCH, metavar=("LOW", "HIGH"),
+                        help="range of the augmentation's playback-rate change (the BPM label moves with it)")
     parser.add_argument("--init", type=Path, metavar="MODEL",
                         help="fine-tune this .safetensors source-task model (e.g. an earlier default) "
                              "instead of training from a random initialisation")
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     config = TrainConfig(task="source-task", out=args.work, synthetic=args.clips, val_synthetic=args.val_clips,
                          soundfont=args.soundfont_clips, val_soundfont=args.val_soundfont_clips,
                          augment=not args.no_augment, augment_probability=args.augment_probability,
+                         stretch=tuple(args.stretch),
                          init=None if args.init is None else str(args.init),
                          data_seed=TRAIN_SEED, seconds=args.seconds,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=MODEL_SEED,
@@ -161,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             "soundfont": {"file": soundfont.name, "split": "train", "corpus_seed": TRAIN_SEED,
                           "clips": args.soundfont_clips, "validation_corpus_seed": TRAIN_SEED + 1,
                           "validation_clips": args.val_soundfont_clips},
-            "augment": config.augment, "augment_seed": MODEL_SEED}),
+            "augment": config.augment, "augment_seed": MODEL_SEED, "stretch": list(config.stretch)}),
         "best_epoch": json.dumps({key: value for key, value in best.items() if key != "val"}),
         "held_out": json.dumps(tests),
         "out_of_source": json.dumps(foreign),

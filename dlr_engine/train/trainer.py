@@ -39,7 +39,7 @@ from ..config import PAPER
 from ..models import registry
 from ..models.families import HEADS
 from ..models.fcn import parse_input
-from .augment import STRETCH, Augmented
+from .augment import STRETCH, Augmented, check_rates
 from .datasets import InMemory, LabelledFolder, split_rows
 from .distributed import global_batch_norm, setup_distributed
 from .tasks import TASKS
@@ -67,8 +67,9 @@ class TrainConfig:
       the validation clips. They carry no style label (``NO_STYLE``): they train the tempo head.
     augment: augment every training clip on the fly (``augment.Augmented``, seeded by ``seed``,
       epoch and clip; labels follow the playback-rate change); the clips are then rendered or cut
-      ``augment.STRETCH[1]`` times longer than ``seconds`` and randomly cropped;
+      ``stretch[1]`` times longer than ``seconds`` and randomly cropped;
       ``augment_probability`` of the clips are augmented, the others only cropped.
+    stretch: the (low, high) range of the augmentation's playback-rate change (log-uniform).
     seconds: clip length at 8 kHz (folder clips are cut to their first ``seconds``).
     in_memory: load or render every clip once and keep it in RAM (else decode each epoch).
     model: registry name of the model (default: the task's own, ``dlr_source`` or ``fcn``);
@@ -93,6 +94,7 @@ class TrainConfig:
     val_soundfont: int | None = None
     augment: bool = False
     augment_probability: float = 1.0
+    stretch: tuple[float, float] = STRETCH
     data_seed: int | None = None
     seconds: float = 10.0
     in_memory: bool = True
@@ -122,6 +124,8 @@ class TrainConfig:
                 raise ValueError(f"{name} {value!r} is not one of {', '.join(allowed)}")
         if (self.model or TASKS[self.task].model_name) == "fcn":
             parse_input(self.input)
+        check_rates(self.stretch)
+        self.stretch = tuple(self.stretch)  # a list after a resume from state.pt
 
 
 def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
@@ -130,8 +134,8 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
         raise ValueError("give either data (a folder with labels.csv) or synthetic (a number of clips)")
     if config.soundfont and config.synthetic is None:
         raise ValueError("soundfont clips are added to synthetic ones: give synthetic too")
-    # Augmentation crops its clips after a playback-rate change of up to STRETCH[1].
-    train_seconds = math.ceil(config.seconds * STRETCH[1] * 100) / 100 if config.augment else config.seconds
+    # Augmentation crops its clips after a playback-rate change of up to stretch[1].
+    train_seconds = math.ceil(config.seconds * config.stretch[1] * 100) / 100 if config.augment else config.seconds
     if config.data is not None:
         every = LabelledFolder(config.data, config.seconds)
         train_rows, val_rows = split_rows(len(every), config.val_fraction, config.seed)
@@ -150,7 +154,8 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
         train_set = InMemory(train_set, config.progress, desc="training clips")
         val_set = InMemory(val_set, config.progress, desc="validation clips")
     if config.augment:
-        train_set = Augmented(train_set, config.seconds, config.seed, probability=config.augment_probability)
+        train_set = Augmented(train_set, config.seconds, config.seed, probability=config.augment_probability,
+                              rates=config.stretch)
     return train_set, val_set
 
 
