@@ -170,3 +170,28 @@ def test_soften_gives_hits_soft_attacks_on_the_same_beat(seed):
     assert matches_tempo(dominant_period_s(onset_envelope(out, RATE)), 100.0)
     silence = np.zeros(RATE, np.float32)
     assert np.array_equal(aug.soften(silence, RATE, np.random.default_rng(seed)), silence)
+
+
+def test_a_wider_stretch_range_moves_labels_across_it():
+    """``rates`` (``TrainConfig.stretch``): factors stay inside the range and spread over it
+    (log-uniform: about as many above 1 as below), the label moves with every one."""
+    rates = (0.8, 1.25)
+    source = click_track(150.0, SECONDS * rates[1] + 0.01)
+    factors = []
+    for draw in range(40):
+        audio, labels = augment(source, labels_of(150.0), np.random.default_rng(draw), SECONDS, RATE, rates)
+        factor = labels["bpm"].item() / 150.0
+        assert rates[0] - 1e-6 <= factor <= rates[1] + 1e-6
+        assert labels["tempo_class"].item() == tempo_class(labels["bpm"].item())
+        assert audio.shape == (int(SECONDS * RATE),)
+        factors.append(factor)
+    assert min(factors) < 0.87 and max(factors) > 1.15
+    assert 10 <= sum(f > 1.0 for f in factors) <= 30
+    with pytest.raises(ValueError, match="at least 5.00 s"):
+        augment(source[:int(4.5 * RATE)], labels_of(150.0), np.random.default_rng(0), SECONDS, RATE, rates)
+
+
+@pytest.mark.parametrize("rates", [(1.1, 0.9), (0.0, 1.2), (0.9,)])
+def test_a_stretch_range_must_be_low_to_high_and_positive(rates, clips):
+    with pytest.raises(ValueError, match="stretch range"):
+        Augmented(clips, SECONDS, seed=0, rates=rates)

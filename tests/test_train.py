@@ -215,10 +215,13 @@ def test_smoke_run_on_both_sources_with_augmentation(tmp_path):
     validation reports style over the synthetic clips and tempo over all of them."""
     needs_soundfont()
     config = TrainConfig(out=str(tmp_path), synthetic=8, val_synthetic=8, soundfont=8, val_soundfont=8,
-                         augment=True, seconds=AUGMENTED_SECONDS, epochs=1, batch_size=8,
+                         augment=True, stretch=[0.85, 1.2], seconds=AUGMENTED_SECONDS, epochs=1, batch_size=8,
                          model_options={"dlr": SMALL_DLR}, progress=False)
     trainer = train(config)
     assert isinstance(trainer.train_set, Augmented) and len(trainer.train_set) == 16
+    assert trainer.train_set.rates == config.stretch == (0.85, 1.2)
+    source_audio, _ = trainer.train_set.dataset[12]  # rendered long enough for the widest stretch
+    assert len(source_audio) >= AUGMENTED_SECONDS * 1.2 * SAMPLE_RATE
     audio, labels = trainer.train_set[12]  # a SoundFont clip, augmented
     assert audio.shape == (int(AUGMENTED_SECONDS * SAMPLE_RATE),) and labels["style"].item() == NO_STYLE
     val = trainer.history[0]["val"]
