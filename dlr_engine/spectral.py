@@ -247,13 +247,12 @@ class MelSpectrogram(nn.Module):
         out = melspectrogram(_flatten(x, "MelSpectrogram"), self.window, self.mel_fb, c.n_fft,
                              c.hop_length, c.center, c.pad_mode, c.power, self.db_multiplier,
                              self.amin, self.cpu_plan, self.backend)
+        # nothing saved it (in place ops have no ONNX translation)
+        fresh = not (torch.is_grad_enabled() and out.requires_grad or torch.onnx.is_in_onnx_export())
         if self.db_multiplier:
-            # nothing saved it (in place ops have no ONNX translation)
-            fresh = not (torch.is_grad_enabled() and out.requires_grad
-                         or torch.onnx.is_in_onnx_export())
             out = finish_db(out, self.db_multiplier, self.amin, c.ref, c.top_db, inplace=fresh)
         if c.normalize == "zscore":
-            out = zscore_per_clip(out)
+            out = zscore_per_clip(out, inplace=fresh)
         return out.reshape(*x.shape[:-1], *out.shape[1:])
 
     def extra_repr(self) -> str:

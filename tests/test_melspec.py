@@ -216,6 +216,24 @@ def test_gradcheck_module_db_and_zscore_float64():
     assert torch.autograd.gradcheck(module, (x,), fast_mode=True)
 
 
+def test_zscore_in_place_matches_the_out_of_place_form():
+    """The no-grad path of the "dlr" preset normalises its fresh output in place: same values
+    (a constant clip becomes 0), same storage, and the module gives the same with a gradient."""
+    S = torch.randn(3, 40, 501, dtype=torch.float64) * 7.0 - 30.0
+    S[1] = -80.0
+    expected = ref.zscore_per_clip(S)
+    work = S.clone()
+    out = ref.zscore_per_clip(work, inplace=True)
+    assert out.data_ptr() == work.data_ptr()
+    assert torch.allclose(out, expected, rtol=0, atol=1e-12) and (out[1] == 0).all()
+    module = MelSpectrogram(preset="dlr")
+    x = torch.from_numpy(np.stack([music_like(4001, 8000, seed=s) for s in range(2)]))
+    with torch.no_grad():
+        fresh = module(x)
+    with_grad = module(x.clone().requires_grad_(True))
+    assert torch.allclose(fresh, with_grad.detach(), atol=1e-5)
+
+
 def test_module_keeps_leading_dims_and_clips_are_independent():
     module = MelSpectrogram(preset="dlr")
     x = torch.from_numpy(np.stack([music_like(4001, 8000, seed=s) for s in range(6)]))
