@@ -143,9 +143,9 @@ def augment(audio: np.ndarray, labels: dict[str, torch.Tensor], rng: np.random.G
             rates: tuple[float, float] = STRETCH) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``audio`` (samples,) float32 of at least ``seconds * rates[1]`` seconds, augmented and
     cropped to ``round(seconds * sample_rate)`` samples (see the module docstring), and
-    ``labels`` (a dataset item's) with ``bpm`` and ``tempo_class`` moved by the stretch."""
+    ``labels`` (a dataset item's) with ``bpm`` and ``tempo_class`` moved by the stretch.
+    ``rates``: a range ``check_rates`` accepts (``Augmented`` checks it once, not per clip)."""
     samples = int(round(seconds * sample_rate))
-    check_rates(rates)
     if len(audio) < int(np.ceil(samples * rates[1])):
         raise ValueError(f"augmentation needs clips of at least {seconds * rates[1]:.2f} s "
                          f"(seconds x the largest stretch {rates[1]}), got {len(audio) / sample_rate:.2f} s")

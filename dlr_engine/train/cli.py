@@ -77,7 +77,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         task=args.task, out=args.out, data=args.data, val_fraction=args.val_fraction,
         synthetic=args.synthetic, val_synthetic=args.val_synthetic, soundfont=args.soundfont,
         val_soundfont=args.val_soundfont, augment=args.augment, augment_probability=args.augment_probability,
-        stretch=tuple(args.stretch),
+        stretch=args.stretch,
         data_seed=args.data_seed,
         seconds=args.seconds, in_memory=not args.stream, model=args.model, input=args.input, model_options=args.model_options,
         init=args.init,

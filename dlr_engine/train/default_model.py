@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     config = TrainConfig(task="source-task", out=args.work, synthetic=args.clips, val_synthetic=args.val_clips,
                          soundfont=args.soundfont_clips, val_soundfont=args.val_soundfont_clips,
                          augment=not args.no_augment, augment_probability=args.augment_probability,
-                         stretch=tuple(args.stretch),
+                         stretch=args.stretch,
                          init=None if args.init is None else str(args.init),
                          data_seed=TRAIN_SEED, seconds=args.seconds,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=MODEL_SEED,
