@@ -75,7 +75,19 @@ GEOMETRIES = [  # batch, in, out, rows, cols, kernel, pool, activation, padding
 WINOGRAD = [g for g in GEOMETRIES if g[5] == (3, 3) and g[6][0] % 2 == 0 and g[6][1] % 2 == 0
             and g[1] % 16 == 0]
 """The geometries Winograd F(2x2, 3x3) runs (3x3, even pools, channels a multiple of 16)."""
-CASES = [(g, "direct") for g in GEOMETRIES] + [(g, "winograd") for g in WINOGRAD]
+FFT = [  # one input channel, one-row kernels
+    (3, 1, 16, 40, 250, (1, 60), (40, 1), "relu", (0, 0, 0, 0)),   # pons's temporal branch
+    (17, 1, 16, 5, 100, (1, 33), (2, 3), "elu", (2, 1, 0, 0)),     # two lane groups, padded
+    (2, 1, 32, 41, 70, (1, 60), (40, 1), "relu", (0, 0, 0, 0)),    # mcclstm's tempo branch
+    (1, 1, 16, 3, 64, (1, 64), (1, 1), "identity", (0, 0, 0, 0)),  # one output, 64 points
+    (5, 1, 48, 2, 2, (1, 1), (1, 1), "relu", (0, 0, 0, 0)),        # the smallest transform
+    (2, 1, 16, 3, 300, (1, 40), (3, 7), "relu", (0, 0, 0, 0)),     # 512 points, pooled tails
+]
+"""Geometries of the FFT algorithm (``conv_block_fft.h``)."""
+CASES = [(g, "direct") for g in GEOMETRIES] + [(g, "winograd") for g in WINOGRAD] + \
+    [(g, "fft") for g in FFT]
+BF16_CASES = [(g, a) for g, a in CASES if a != "fft"]
+"""The cases the bfloat16 kernels run (the FFT algorithm is float32 only)."""
 
 
 def reference(x: torch.Tensor, block: FoldedBlock) -> torch.Tensor:
@@ -97,7 +109,7 @@ def test_conv_block_matches_reference(geometry, algorithm, cpu_isa):
 
 @needs_bf16
 @pytest.mark.parametrize("geometry, algorithm",
-                         [(g, a) for g, a in CASES if g[1] * g[5][1] % 2 == 0 and g[2] % 32 == 0])
+                         [(g, a) for g, a in BF16_CASES if g[1] * g[5][1] % 2 == 0 and g[2] % 32 == 0])
 def test_conv_block_bfloat16(geometry, algorithm):
     batch, cin, cout, rows, cols, kernel, pool, activation, padding = geometry
     block = random_block(cin, cout, kernel, pool, activation, padding)
@@ -107,7 +119,7 @@ def test_conv_block_bfloat16(geometry, algorithm):
 
 
 @needs_bf16
-@pytest.mark.parametrize("geometry, algorithm", [(g, a) for g, a in CASES if g[2] % 32 == 0])
+@pytest.mark.parametrize("geometry, algorithm", [(g, a) for g, a in BF16_CASES if g[2] % 32 == 0])
 def test_conv_block_float32_to_bfloat16(geometry, algorithm):
     """A float32 block writing bfloat16 (the block before a bfloat16 one) computes in float32:
     its output is the float32 kernel's rounded to bfloat16, bit for bit."""
@@ -131,6 +143,50 @@ def test_winograd_kernels_transform():
     got = a_t @ (u * (b_t @ d @ b_t.T)) @ a_t.T
     expected = F.conv2d(d[None, None], g[None, None])[0, 0]
     assert torch.allclose(got, expected, atol=1e-12)
+
+
+def test_fft_kernels_transform():
+    """The inverse DFT of X conj(K) / M scaled by M is the circular correlation of x with the
+    kernel row k: y[t] = sum_j k[j] x[t + j mod M] (the identity the FFT algorithm rests on)."""
+    size, taps = 16, 5
+    kernel = torch.randn(3, 1, 1, taps, dtype=torch.float64)
+    x = torch.randn(size, dtype=torch.float64)
+    packed = torch.view_as_complex(conv_block_module.fft_kernels(kernel, size).double())
+    got = torch.fft.irfft(torch.fft.rfft(x) * packed, n=size) * size
+    index = (torch.arange(size)[:, None] + torch.arange(taps)) % size
+    expected = (x[index][None] * kernel[:, 0, 0, None, :]).sum(-1)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_fft_is_taken_for_long_rows_only():
+    """The FFT algorithm is chosen for pons's 1 x 60 kernel on 250 frames, not where a row has
+    fewer outputs than taps (mcclstm's 80-frame chunks), not for short kernels, multi-channel
+    inputs or bfloat16."""
+    block = random_block(1, 16, (1, 60), (40, 1), "relu", (0, 0, 0, 0))
+    assert conv_block_module.best_algorithm(block, (8, 40, 250, 1), False) == "fft"
+    assert conv_block_module.best_algorithm(block, (8, 40, 80, 1), False) == "direct"
+    short = random_block(1, 16, (1, 9), (1, 1), "relu", (0, 0, 0, 0))
+    assert conv_block_module.best_algorithm(short, (8, 4, 250, 1), False) == "direct"
+    wide = random_block(2, 16, (1, 60), (1, 1), "relu", (0, 0, 0, 0))
+    assert "FFT" in cpu_kernel_reason(wide, (8, 4, 250, 2), False, algorithm="fft")
+    block32 = random_block(1, 32, (1, 60), (40, 1), "relu", (0, 0, 0, 0))
+    assert "FFT" in cpu_kernel_reason(block32, (8, 40, 250, 1), True, algorithm="fft")
+
+
+def test_fft_block_leaves_non_finite_inputs_to_the_direct_kernel():
+    """A NaN or infinity would spread over a whole row through the transform: the block runs
+    the direct kernel then, and NaN marks exactly the windows the reference marks."""
+    block = random_block(1, 16, (1, 60), (2, 1), "relu", (0, 0, 0, 0))
+    x = torch.randn(2, 1, 4, 250)
+    x[0, 0, 1, 100] = float("nan")
+    x[1, 0, 2, 10] = float("inf")
+    xp = x.permute(0, 2, 3, 1).contiguous()
+    out = torch.empty(2, *block.out_size(4, 250), 16)
+    conv_block_cpu(xp, block, out)
+    ref = conv_block_reference(x, block).permute(0, 2, 3, 1)
+    assert torch.equal(out.isnan(), ref.isnan()) and ref.isnan().any()
+    finite = ~ref.isnan()
+    assert torch.allclose(out[finite], ref[finite], rtol=1e-5, atol=1e-5)
 
 
 def test_conv_block_reasons():
@@ -392,8 +448,14 @@ def test_conv_block_op_opcheck():
     geometry = conv_block_module._geometry(tuple(x.shape), x.stride(), block, out.stride())
     multiple = conv_block_module._extension().conv_block_channel_multiple()
     for algorithm, code in conv_block_module.ALGORITHMS.items():
+        if algorithm == "fft":  # one input channel, a one-row kernel
+            block = random_block(1, 32, (1, 5), (1, 2), "relu", (0, 0, 0, 0))
+            x = torch.randn(2, 3, 20, 1)
+            out = torch.empty(2, *block.out_size(3, 20), 32)
+            geometry = conv_block_module._geometry(tuple(x.shape), x.stride(), block, out.stride())
         torch.library.opcheck(conv_block_module._conv_block_op,
-                              (x, block.packed(False, multiple, algorithm), block.bias, out,
+                              (x, block.packed(False, multiple, algorithm, 32 if algorithm == "fft" else 0),
+                               block.bias, out,
                                geometry, 1, code, 0))
 
 

@@ -28,6 +28,7 @@ using LogMagnitudeFn = decltype(&dlr::generic::log_magnitude);
 using ConvBlockFn = decltype(&dlr::generic::conv_block);
 using ConvBlockSupportsFn = decltype(&dlr::generic::conv_block_supports);
 using ChannelMultipleFn = decltype(&dlr::generic::conv_block_channel_multiple);
+using FftSizeFn = decltype(&dlr::generic::conv_block_fft_size);
 
 struct Kernels {
   std::string isa;
@@ -41,13 +42,15 @@ struct Kernels {
   ConvBlockFn conv_block;
   ConvBlockSupportsFn conv_block_supports;
   ChannelMultipleFn conv_block_channel_multiple;
+  FftSizeFn conv_block_fft_size;
 };
 
 #define DLR_KERNEL_SET(isa) \
   Kernels { #isa, &dlr::isa::forward, &dlr::isa::backward, &dlr::isa::peak_abs, \
             &dlr::isa::melspectrogram, &dlr::isa::tempogram, &dlr::isa::real_cepstrum, \
             &dlr::isa::log_magnitude, &dlr::isa::conv_block, \
-            &dlr::isa::conv_block_supports, &dlr::isa::conv_block_channel_multiple }
+            &dlr::isa::conv_block_supports, &dlr::isa::conv_block_channel_multiple, \
+            &dlr::isa::conv_block_fft_size }
 
 // Kernel sets this CPU can run, best first (CPUID).
 std::vector<Kernels> supported_kernels() {
@@ -136,8 +139,8 @@ dlr::ConvBlockGeometry make_conv_block(std::vector<int64_t> shape, int activatio
 }
 
 dlr::ConvAlgorithm make_algorithm(int algorithm) {
-  if (algorithm < 0 || algorithm > 1)
-    throw std::invalid_argument("algorithm must be 0 (direct) or 1 (winograd)");
+  if (algorithm < 0 || algorithm > 2)
+    throw std::invalid_argument("algorithm must be 0 (direct), 1 (winograd) or 2 (fft)");
   return static_cast<dlr::ConvAlgorithm>(algorithm);
 }
 
@@ -155,6 +158,7 @@ BlockPrecision make_precision(int precision) {
 bool conv_block_supports(const dlr::ConvBlockGeometry& geo, dlr::ConvAlgorithm algorithm,
                          BlockPrecision precision) {
   if (precision == BlockPrecision::kFloat32) return kernels().conv_block_supports(geo, algorithm);
+  if (algorithm == dlr::ConvAlgorithm::kFft) return false;  // float32 only
 #if defined(DLR_HAVE_X86_VARIANTS)
   if (!bf16_supported()) return false;
   return precision == BlockPrecision::kBFloat16
@@ -222,6 +226,9 @@ PYBIND11_MODULE(_dlr_cpu, m) {
       "conv_block_channel_multiple", [] { return kernels().conv_block_channel_multiple(); },
       "Output-channel block of the packed float32 conv-block weights (the active ISA's).");
   m.def(
+      "conv_block_fft_size", [](int64_t in_cols) { return kernels().conv_block_fft_size(in_cols); },
+      "Points M of the FFT algorithm's row transform for rows of in_cols values.");
+  m.def(
       "conv_block_supports",
       [](std::vector<int64_t> shape, int activation, int algorithm, int precision) {
         return conv_block_supports(make_conv_block(shape, activation), make_algorithm(algorithm),
@@ -260,7 +267,8 @@ PYBIND11_MODULE(_dlr_cpu, m) {
       "in_rows, in_cols, in_channels, in_batch_stride, in_row_stride, kernel_rows, kernel_cols, "
       "out_channels, pool_rows, pool_cols, out_batch_stride, out_row_stride, out_col_stride, "
       "stride_cols) "
-      "(conv_block_cpu.h); algorithm 0 direct, 1 Winograd F(2x2, 3x3) (w transformed); "
+      "(conv_block_cpu.h); algorithm 0 direct, 1 Winograd F(2x2, 3x3) (w transformed), 2 FFT "
+      "(float32; w the transformed kernel rows); "
       "precision 0 float32, 1 bfloat16 (x, w pairs and out; AVX512_BF16), 2 float32 x and w "
       "(channel block 32), bfloat16 out.");
   m.def("bf16_supported", &bf16_supported,

@@ -1,10 +1,11 @@
 // Entry points of the fused inference conv block (conv_block_kernel.cpp, float32, one set per
 // instruction set; conv_block_bf16_kernel.cpp, bfloat16, AVX512_BF16 only).
 //
-// Two algorithms (ConvAlgorithm): kDirect, register tiles of conv columns x output channels
+// Three algorithms (ConvAlgorithm): kDirect, register tiles of conv columns x output channels
 // (conv_block_driver.h); kWinograd, Winograd F(2x2, 3x3) for 3x3 kernels at stride 1 with even
 // pools (conv_block_winograd.h): 16 multiplies per 2x2 outputs instead of 36, each 2x2 output
-// tile max-pooled as it is made. Their packed weights differ (see w below).
+// tile max-pooled as it is made; kFft (float32 only), a 1 x K kernel on one input channel as
+// real FFTs of whole rows (conv_block_fft.h). Their packed weights differ (see w below).
 //
 // One block: out = max_pool(act(conv2d(x, w, column stride) + bias)), evaluated as act(max_pool(conv) + bias)
 // (exact for the non-decreasing activations here), so the full-size conv output is never
@@ -22,6 +23,8 @@
 //        kWinograd: the transformed kernels U = G g G^T (4 x 4 per channel pair), packed
 //        (out_channels / block, 16, in_channels, block) float32, or (out_channels / 32, 16,
 //        in_channels / 2, 32) bfloat16 pairs of consecutive input channels.
+//        kFft: (out_channels, M / 2 + 1) complex float pairs, conj(DFT_M(kernel row)) / M,
+//        M = conv_block_fft_size(in_cols).
 //   bias (out_channels) float32 (eval batch norm folded in by the caller).
 //   out  (batch, out_rows, out_cols, out_channels) with the given row / column / clip strides
 //        (it may be the interior of the next block's zero-padded input).
@@ -32,7 +35,7 @@
 namespace dlr {
 
 enum class Activation : int { kIdentity = 0, kRelu = 1, kElu = 2 };
-enum class ConvAlgorithm : int { kDirect = 0, kWinograd = 1 };
+enum class ConvAlgorithm : int { kDirect = 0, kWinograd = 1, kFft = 2 };
 
 struct ConvBlockGeometry {
   int64_t batch, in_rows, in_cols, in_channels;
@@ -62,6 +65,8 @@ inline bool conv_block_shape_ok(const ConvBlockGeometry& geo) {
   namespace isa {                                                                            \
   /* the packed weights' channel block; out_channels must be a multiple of it */           \
   int64_t conv_block_channel_multiple();                                                     \
+  /* points of the kFft row transform for rows of in_cols values */                        \
+  int64_t conv_block_fft_size(int64_t in_cols);                                              \
   /* whether the algorithm covers geo (channels, pool, kernel, shapes) */                  \
   bool conv_block_supports(const ConvBlockGeometry& geo, ConvAlgorithm algorithm);           \
   void conv_block(const float* x, const float* w, const float* bias, float* out,             \

@@ -109,36 +109,6 @@ inline int64_t padded_index(int64_t i, int64_t length, PadMode mode) {
 }
 
 
-typedef float lane_unaligned __attribute__((vector_size(kLanes * sizeof(float)), aligned(4)));
-typedef int lane_index __attribute__((vector_size(kLanes * sizeof(int))));
-
-// rows[i][j] <-> rows[j][i]: four rounds of two-source shuffles that swap the off-diagonal
-// blocks of 8x8, 4x4, 2x2 and 1x1 elements.
-inline void transpose(lane* rows) {
-  static_assert(kLanes == 16, "the shuffle masks are for 16 lanes");
-  const lane_index low[4] = {
-      {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
-      {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
-      {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
-      {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}};
-  const lane_index high[4] = {
-      {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
-      {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
-      {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
-      {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}};
-#pragma GCC unroll 4
-  for (int round = 0; round < 4; ++round) {
-    const int h = 8 >> round;
-#pragma GCC unroll 16
-    for (int pair = 0; pair < kLanes / 2; ++pair) {
-      const int i = (pair / h) * 2 * h + pair % h;  // the pairs (i, i + h) with i / h even
-      const lane a = rows[i], b = rows[i + h];
-      rows[i] = __builtin_shuffle(a, b, low[round]);
-      rows[i + h] = __builtin_shuffle(a, b, high[round]);
-    }
-  }
-}
-
 // Lanes [0, count) of a tile: frame g0 + i, windowed, tap j in lane i of data[j * step] (step 1:
 // the frame's even and odd samples as the real and imaginary parts of an n_fft / 2-point FFT;
 // step 2, odd n_fft: the real parts of an n_fft-point FFT). Everything else in data (2 *
@@ -157,8 +127,15 @@ void frame_tile(const Framing& f, int64_t g0, int64_t count, int64_t n_fft, lane
     clips[i] = f.signal + (g / f.n_frames) * f.signal_length;
     starts[i] = f.offset + (g % f.n_frames) * f.hop;
   }
+  // The signal the next tile adds (kTile hops past this tile's end), prefetched a share per
+  // step: the frames' 16 interleaved streams are more than the hardware prefetcher follows.
+  const float* ahead = clips[count - 1] + starts[count - 1] + f.span;
+  const int64_t steps = (f.span + kLanes - 1) / kLanes;
+  const int64_t ahead_step = (kTile * f.hop + steps - 1) / steps;
   lane rows[kLanes];
   for (int64_t j0 = 0; j0 < f.span; j0 += kLanes) {
+    for (int64_t a = 0; a < ahead_step; a += kLanes) __builtin_prefetch(ahead + a);
+    ahead += ahead_step;
     const int64_t width = std::min<int64_t>(kLanes, f.span - j0);
     lane window{};
     if (width == kLanes) {

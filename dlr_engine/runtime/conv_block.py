@@ -3,9 +3,11 @@ into ``w`` and ``bias``: the folded parameters (``FoldedBlock``), the plain-torc
 (``conv_block_reference``) and the fused C++ CPU kernel (``conv_block_cpu``, csrc/cpu/
 conv_block_kernel.cpp) that never writes the conv output.
 
-The kernel has two algorithms (``ALGORITHMS``): ``direct`` (any kernel) and ``winograd``
+The kernel has three algorithms (``ALGORITHMS``): ``direct`` (any kernel), ``winograd``
 (F(2x2, 3x3): 3x3 kernels at stride 1 with even pools, 16 multiplies per 2x2 outputs instead
-of 36; csrc/cpu/conv_block_winograd.h). ``conv_block_cpu`` takes Winograd where it runs.
+of 36; csrc/cpu/conv_block_winograd.h) and ``fft`` (float32: a long 1 x K kernel on one input
+channel, each row through a real FFT; csrc/cpu/conv_block_fft.h). ``conv_block_cpu`` takes
+Winograd where it runs, else the FFT where it runs and pays (``fft_pays``), else direct.
 
 Layout of the kernel's activations: channels innermost, ``(batch, rows, cols, channels)``
 ("NHWC"; ``t.permute(0, 3, 1, 2)`` is the same memory as a channels-last NCHW tensor).
@@ -22,11 +24,14 @@ ACTIVATIONS = {"identity": 0, "relu": 1, "elu": 2}
 """Activations of a block (all non-decreasing: pooling before them is exact) -> kernel code."""
 BF16_CHANNEL_BLOCK = 32
 """Output channels per packed block of the bfloat16 kernel (2 AVX-512 vectors)."""
-ALGORITHMS = {"direct": 0, "winograd": 1}
+ALGORITHMS = {"direct": 0, "winograd": 1, "fft": 2}
 """Algorithms of the fused kernel -> kernel code."""
 WINOGRAD_G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]],
                           dtype=torch.float64)
 """G of Winograd F(2, 3): a 3-tap kernel g -> its 4 transformed values G g."""
+FFT_MIN_TAPS = 32
+"""Shortest kernel row the FFT algorithm takes (``fft_pays``): per output it costs about
+5 log2(M) + 8 flops for any length, the direct kernel 2 x taps."""
 
 
 def _extension():
@@ -94,15 +99,20 @@ class FoldedBlock:
         return ((padded_rows - kernel_rows + 1) // self.pool[0],
                 ((padded_cols - kernel_cols) // self.stride + 1) // self.pool[1])
 
-    def packed(self, bfloat16: bool, channel_block: int, algorithm: str = "direct") -> Tensor:
+    def packed(self, bfloat16: bool, channel_block: int, algorithm: str = "direct",
+               fft_size: int = 0) -> Tensor:
         """The weights in the kernel's layout, made once per (precision, channel block,
-        algorithm): float32 (out / block, kernel_rows, kernel_cols * in, block); bfloat16 pairs
-        of consecutive reduction values in one int32 (out / 32, kernel_rows, run / 2, 32).
-        Winograd: the same of the transformed kernels, 16 "rows" of one column each."""
-        key = (bfloat16, channel_block, algorithm)
+        algorithm, FFT size): float32 (out / block, kernel_rows, kernel_cols * in, block);
+        bfloat16 pairs of consecutive reduction values in one int32 (out / 32, kernel_rows,
+        run / 2, 32). Winograd: the same of the transformed kernels, 16 "rows" of one column
+        each. FFT: ``fft_kernels(weight, fft_size)``."""
+        key = (bfloat16, channel_block, algorithm, fft_size)
         if key not in self._packed:
-            weight = winograd_kernels(self.weight) if algorithm == "winograd" else self.weight
-            self._packed[key] = _pack(weight, bfloat16, channel_block)
+            if algorithm == "fft":
+                self._packed[key] = fft_kernels(self.weight, fft_size)
+            else:
+                weight = winograd_kernels(self.weight) if algorithm == "winograd" else self.weight
+                self._packed[key] = _pack(weight, bfloat16, channel_block)
         return self._packed[key]
 
 
@@ -112,6 +122,23 @@ def winograd_kernels(weight: Tensor) -> Tensor:
     g = WINOGRAD_G.to(weight.device)
     transformed = g @ weight.double() @ g.T
     return transformed.flatten(2).unsqueeze(3).to(weight.dtype)
+
+
+def fft_kernels(weight: Tensor, size: int) -> Tensor:
+    """conj(DFT_size(k)) / size of each kernel row k of ``weight`` (out, 1, 1, taps), computed
+    in float64: (out, size // 2 + 1, 2) float32 (real, imaginary), the FFT algorithm's packed
+    weights (a correlation is the inverse DFT of X conj(K))."""
+    spectrum = torch.fft.rfft(weight.double()[:, 0, 0], n=size).conj() / size
+    return torch.view_as_real(spectrum).float().contiguous()
+
+
+def fft_pays(block: FoldedBlock, in_shape: tuple[int, ...]) -> bool:
+    """Whether the FFT algorithm is taken for ``block`` on a padded input of ``in_shape``: a
+    kernel row of at least ``FFT_MIN_TAPS`` taps with at least as many outputs per row (fewer,
+    and the whole-row transforms cost more than they save: e.g. ``mcclstm``'s 1 x 60 kernel on
+    80-frame chunks)."""
+    taps = block.weight.shape[3]
+    return taps >= FFT_MIN_TAPS and in_shape[2] - taps + 1 >= taps
 
 
 def _pack(weight: Tensor, bfloat16: bool, channel_block: int) -> Tensor:
@@ -203,6 +230,9 @@ def cpu_kernel_reason(block: FoldedBlock, in_shape: tuple[int, ...], bfloat16: b
         if algorithm == "winograd":
             return ("Winograd F(2x2, 3x3) needs a 3x3 kernel at stride 1, even pool sizes and "
                     "input channels a multiple of the vector width (or no AVX512_BF16)")
+        if algorithm == "fft":
+            return ("the FFT algorithm needs float32, one input channel and a one-row kernel at "
+                    "column stride 1")
         return ("the kernel does not cover this geometry (pool width, no AVX512_BF16, or an "
                 "empty output)")
     return None
@@ -210,10 +240,14 @@ def cpu_kernel_reason(block: FoldedBlock, in_shape: tuple[int, ...], bfloat16: b
 
 def best_algorithm(block: FoldedBlock, in_shape: tuple[int, ...], bfloat16: bool,
                    out_bfloat16: bool | None = None) -> str:
-    """``winograd`` where it runs ``block`` on a padded CPU input of ``in_shape``, else
-    ``direct``."""
-    reason = cpu_kernel_reason(block, in_shape, bfloat16, "cpu", "winograd", out_bfloat16)
-    return "winograd" if reason is None else "direct"
+    """``winograd`` where it runs ``block`` on a padded CPU input of ``in_shape``, else ``fft``
+    where it runs and pays (``fft_pays``), else ``direct``."""
+    if cpu_kernel_reason(block, in_shape, bfloat16, "cpu", "winograd", out_bfloat16) is None:
+        return "winograd"
+    if fft_pays(block, in_shape) and \
+            cpu_kernel_reason(block, in_shape, bfloat16, "cpu", "fft", out_bfloat16) is None:
+        return "fft"
+    return "direct"
 
 
 @torch.library.custom_op("dlr_engine::conv_block_cpu", mutates_args=("out",))
@@ -234,12 +268,15 @@ def conv_block_cpu(x: Tensor, block: FoldedBlock, out: Tensor, algorithm: str | 
     float32 x (any row / column / clip strides, channels innermost; e.g. the interior of the
     next block's padded input). The conv output is never stored: per (clip, pooled row) one
     pooled row of float32 maxima. ``algorithm``: ``direct``, ``winograd``, or None for
-    ``best_algorithm``."""
+    ``best_algorithm`` (direct instead of the FFT when x holds a NaN or an infinity: a
+    transform spreads it over the whole row)."""
     bfloat16, out_bfloat16 = x.dtype == torch.bfloat16, out.dtype == torch.bfloat16
     if bfloat16 and not out_bfloat16:
         raise ValueError(f"conv_block_cpu cannot run: a bfloat16 x needs a bfloat16 out, got {out.dtype}")
     if algorithm is None and x.device.type == "cpu" and _extension() is not None:
         algorithm = best_algorithm(block, tuple(x.shape), bfloat16, out_bfloat16)
+        if algorithm == "fft" and not bool(torch.isfinite(x).all()):
+            algorithm = "direct"
     algorithm = algorithm or "direct"
     reason = cpu_kernel_reason(block, tuple(x.shape), bfloat16, x.device, algorithm, out_bfloat16)
     if reason is None and not _channels_innermost(x):
@@ -251,7 +288,9 @@ def conv_block_cpu(x: Tensor, block: FoldedBlock, out: Tensor, algorithm: str | 
     if reason is not None:
         raise ValueError(f"conv_block_cpu cannot run: {reason}")
     precision = _precision(bfloat16, out_bfloat16)
-    _conv_block_op(x, block.packed(bfloat16, _channel_block(precision, block.out_channels), algorithm),
+    fft_size = _extension().conv_block_fft_size(x.shape[2]) if algorithm == "fft" else 0
+    _conv_block_op(x, block.packed(bfloat16, _channel_block(precision, block.out_channels), algorithm,
+                                   fft_size),
                    block.bias, out,
                    _geometry(tuple(x.shape), x.stride(), block, out.stride()),
                    ACTIVATIONS[block.activation], ALGORITHMS[algorithm], precision)
