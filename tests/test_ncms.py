@@ -8,6 +8,7 @@ import torch
 
 from dlr_engine.models import ncms as ncms_model
 from dlr_engine.ops import ncms as ncms_op
+from dlr_engine.ops import spectral_cpu
 
 N_FFT, HOP, EPS, T, T_HOP = 1024, 512, 1e-4, 214, 107
 TWO_SEGMENT_SAMPLES = ncms_op.MIN_SAMPLES + T_HOP * HOP + 300  # two segments and a ragged tail
@@ -103,6 +104,26 @@ def test_spectral_frames_fused_matches_reference(cpu_isa, dtype):
         ncms_op.spectral_frames_fused(torch.randn(1, ncms_op.MIN_SAMPLES - 1, dtype=dtype))
     with pytest.raises(ValueError, match="no gradient"):
         ncms_op.spectral_frames_fused(torch.randn(1, ncms_op.MIN_SAMPLES, requires_grad=True))
+
+
+def test_ncms_fused_chunks_of_segments_agree(monkeypatch):
+    """The CPU path's DFT products over CHUNK_SEGMENTS segments at a time (each chunk one half
+    segment more) give the values of one product per clip, and the reference's."""
+    x = torch.randn(2, TWO_SEGMENT_SAMPLES + 3 * T_HOP * HOP)  # 5 segments
+    whole = ncms_op.ncms_fused(x)
+    monkeypatch.setattr(ncms_op, "CHUNK_SEGMENTS", 2)
+    chunked = ncms_op.ncms_fused(x)
+    assert chunked.shape == whole.shape == (2, 5, ncms_op.N_QUEFRENCIES, ncms_op.N_MODULATION)
+    assert torch.allclose(chunked, whole, atol=1e-5)
+    expected = ncms_op.ncms(x.double())
+    assert (chunked.double() - expected).norm() / expected.norm() < 1e-4
+
+
+@pytest.mark.skipif(not spectral_cpu.available(), reason="the C++ extension was not built")
+def test_ncms_modulation_checks_its_output():
+    spectra = torch.randn(1, 4, 3, 2 * ncms_op.SEGMENT_HOP)
+    with pytest.raises(ValueError, match="out must be"):
+        spectral_cpu.ncms_modulation(spectra, ncms_op.STD_FLOOR, torch.empty(1, 3, 4, ncms_op.N_MODULATION))
 
 
 def test_ncms_fused_shapes_silence_and_errors():

@@ -24,6 +24,7 @@ using PeakAbsFn = decltype(&dlr::generic::peak_abs);
 using MelspectrogramFn = decltype(&dlr::generic::melspectrogram);
 using TempogramFn = decltype(&dlr::generic::tempogram);
 using CepstrumFn = decltype(&dlr::generic::real_cepstrum);
+using ModulationFn = decltype(&dlr::generic::ncms_modulation);
 using LogMagnitudeFn = decltype(&dlr::generic::log_magnitude);
 using ConvBlockFn = decltype(&dlr::generic::conv_block);
 using ConvBlockSupportsFn = decltype(&dlr::generic::conv_block_supports);
@@ -38,6 +39,7 @@ struct Kernels {
   MelspectrogramFn melspectrogram;
   TempogramFn tempogram;
   CepstrumFn real_cepstrum;
+  ModulationFn ncms_modulation;
   LogMagnitudeFn log_magnitude;
   ConvBlockFn conv_block;
   ConvBlockSupportsFn conv_block_supports;
@@ -48,6 +50,7 @@ struct Kernels {
 #define DLR_KERNEL_SET(isa) \
   Kernels { #isa, &dlr::isa::forward, &dlr::isa::backward, &dlr::isa::peak_abs, \
             &dlr::isa::melspectrogram, &dlr::isa::tempogram, &dlr::isa::real_cepstrum, \
+            &dlr::isa::ncms_modulation, \
             &dlr::isa::log_magnitude, &dlr::isa::conv_block, \
             &dlr::isa::conv_block_supports, &dlr::isa::conv_block_channel_multiple, \
             &dlr::isa::conv_block_fft_size }
@@ -334,6 +337,19 @@ PYBIND11_MODULE(_dlr_cpu, m) {
       },
       "out (batch, n_quefrencies, n_frames) <- irfft(log(|X| + floor), n_fft)[q], X the n_fft-point "
       "DFT of frame t of clip b: signal[b, offset + t * hop + j] * window[j], j < span.");
+  m.def(
+      "ncms_modulation",
+      [](uintptr_t spectra, int64_t batch, int64_t rows, int64_t segments, int64_t half,
+         float std_floor, uintptr_t out, int threads) {
+        if (batch < 0 || rows < 1 || segments < 0 || half < 1)
+          throw std::invalid_argument("ncms_modulation needs rows >= 1, half >= 1, batch and "
+                                      "segments >= 0");
+        py::gil_scoped_release release;
+        kernels().ncms_modulation(as_ptr<const float>(spectra), batch, rows, segments, half,
+                                  std_floor, as_ptr<float>(out), threads);
+      },
+      "out (batch, segments, rows, half + 1) <- the NCMS's normalised modulation magnitudes from "
+      "spectra (batch, rows, segments + 1, 2 half), the half-segments' DFT bins f = 1..half.");
   m.def(
       "log_magnitude",
       [](uintptr_t signal, int64_t batch, int64_t length, int64_t n_frames, int64_t hop,

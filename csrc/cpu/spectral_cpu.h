@@ -1,5 +1,5 @@
-// Entry points of the CPU mel spectrogram, tempogram, real cepstrum and log magnitude
-// (spectral_cpu_kernel.cpp), one set per
+// Entry points of the CPU mel spectrogram, tempogram, real cepstrum, log magnitude and the
+// NCMS's modulation step (spectral_cpu_kernel.cpp), one set per
 // instruction set. Frames are global frame indices g = clip * n_frames + frame over the batch;
 // out (batch, channels, n_frames) float32.
 #pragma once
@@ -53,6 +53,13 @@ struct Framing {
   /* out[clip, k, frame] = log(|X[k]| + floor) for k <= n_fft / 2 */                          \
   void log_magnitude(const Framing& framing, int64_t batch, int64_t n_fft, float floor,       \
                      float* out, int threads);                                                \
+  /* The NCMS after its half-segment DFTs (ops/ncms.py, ncms_fused): spectra (batch, rows, */ \
+  /* segments + 1, 2 half) the bins f = 1..half (real parts, then imaginary) of each half  */ \
+  /* segment; out (batch, segments, rows, half + 1): per segment the magnitudes of         */ \
+  /* H0 + (-1)^f H1 over their row's std (Parseval, floored), z-scored over the rows (the  */ \
+  /* std floored), column 0 zero */                                                         \
+  void ncms_modulation(const float* spectra, int64_t batch, int64_t rows, int64_t segments,   \
+                       int64_t half, float std_floor, float* out, int threads);               \
   }
 
 DLR_DECLARE_SPECTRAL_KERNELS(generic)

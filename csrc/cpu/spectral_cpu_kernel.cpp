@@ -325,5 +325,57 @@ void log_magnitude(const Framing& framing, int64_t batch, int64_t n_fft, float f
                  });
 }
 
+void ncms_modulation(const float* spectra, int64_t batch, int64_t rows, int64_t segments,
+                     int64_t half, float std_floor, float* out, int threads) {
+  const int64_t width = half + 1;
+  const float frames = static_cast<float>(2 * half);
+  std::vector<float> sign(half);  // (-1)^f for f = 1..half
+  for (int64_t f = 0; f < half; ++f) sign[f] = f % 2 == 0 ? -1.f : 1.f;
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> power(half), mean(half), scale(half);
+    std::vector<double> sum(half);
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < batch * segments; ++item) {
+      const int64_t clip = item / segments, s = item % segments;
+      float* block = out + item * rows * width;  // (rows, width) of this segment
+      std::fill(sum.begin(), sum.end(), 0.0);
+      for (int64_t q = 0; q < rows; ++q) {
+        const float* h0 = spectra + ((clip * rows + q) * (segments + 1) + s) * 2 * half;
+        const float* h1 = h0 + 2 * half;
+        float total = 0.f;
+        for (int64_t f = 0; f < half; ++f) {
+          const float re = h0[f] + sign[f] * h1[f], im = h0[half + f] + sign[f] * h1[half + f];
+          power[f] = re * re + im * im;
+          total += power[f];
+        }
+        total = 2.f * total - power[half - 1];  // the Nyquist bin counts once
+        const float inverse_std = 1.f / std::max(std::sqrt(total) / frames, std_floor);
+        float* row = block + q * width;
+        row[0] = 0.f;
+        for (int64_t f = 0; f < half; ++f) {
+          row[1 + f] = std::sqrt(power[f]) * inverse_std;
+          sum[f] += row[1 + f];
+        }
+      }
+      for (int64_t f = 0; f < half; ++f) mean[f] = static_cast<float>(sum[f] / rows);
+      std::fill(sum.begin(), sum.end(), 0.0);
+      for (int64_t q = 0; q < rows; ++q) {
+        const float* row = block + q * width + 1;
+        for (int64_t f = 0; f < half; ++f) {
+          const float d = row[f] - mean[f];
+          sum[f] += d * d;
+        }
+      }
+      for (int64_t f = 0; f < half; ++f)
+        scale[f] = 1.f / std::max(static_cast<float>(std::sqrt(sum[f] / rows)), std_floor);
+      for (int64_t q = 0; q < rows; ++q) {
+        float* row = block + q * width + 1;
+        for (int64_t f = 0; f < half; ++f) row[f] = (row[f] - mean[f]) * scale[f];
+      }
+    }
+  }
+}
+
 }  // namespace DLR_ISA
 }  // namespace dlr

@@ -26,7 +26,9 @@ values faster (inference forms use it, as ``spectral_frames_fused`` for the spec
 input), by three identities:
 
 - The cepstra come from one fused C++ pass per tile of frames (framing, FFT, ``log(|X| + eps)``,
-  inverse FFT: ``spectral_cpu.real_cepstrum``) on CPUs where the extension is built.
+  inverse FFT: ``spectral_cpu.real_cepstrum``) on CPUs where the extension is built; there the
+  steps after the DFT matmul (magnitudes, both z-scores) are one C++ pass per segment too
+  (``spectral_cpu.ncms_modulation``), float32.
 - Segments overlap by half, so each segment's DFT is the sum of the 214-point DFTs of its two
   halves, the second times ``(-1)^f``: one DFT (a matmul) per 107-frame half instead of per
   segment.
@@ -52,6 +54,11 @@ SEGMENT_FRAMES = 214
 SEGMENT_HOP = 107
 N_MODULATION = SEGMENT_FRAMES // 2 + 1
 STD_FLOOR = 1e-8
+CHUNK_SEGMENTS = 8
+"""Segments per DFT matmul on the CPU path of ``ncms_fused``: their spectra (~4 MB) stay in
+cache for the modulation pass, and the matmul runs ~2x faster than on a whole batch's (a
+(49248, 107) @ (107, 214) product at 8 x 30 s: 34.7 ms; in 4096-row pieces: 17.6 ms).
+``ncms_fused`` at 8 x 30 s: 44 -> 34 ms against one product per batch; 2 x 200 s: 126 -> 90."""
 MIN_SAMPLES = N_FFT + (SEGMENT_FRAMES - 1) * HOP_LENGTH
 
 
@@ -190,7 +197,17 @@ def ncms_fused(x: torch.Tensor) -> torch.Tensor:
     # exact zeros instead of rounding noise divided by STD_FLOOR
     halves = (cepstra[:, :, :(segments + 1) * SEGMENT_HOP] - cepstra[:, :, :1]).reshape(
         batch, quefrencies, segments + 1, SEGMENT_HOP)
-    spectra = halves @ half_segment_dft(cepstra.dtype, cepstra.device)  # (B, Q, S + 1, 214)
+    dft = half_segment_dft(cepstra.dtype, cepstra.device)
+    if cepstra.device.type == "cpu" and cepstra.dtype == torch.float32 and spectral_cpu.available():
+        out = cepstra.new_empty(batch, segments, quefrencies, N_MODULATION)
+        for clip in range(batch):  # spectra of CHUNK_SEGMENTS segments at a time stay in cache
+            for s in range(0, segments, CHUNK_SEGMENTS):
+                n = min(CHUNK_SEGMENTS, segments - s)
+                rows = halves[clip, :, s:s + n + 1].reshape(-1, SEGMENT_HOP)  # one 2D product
+                spectra = (rows @ dft).view(1, quefrencies, n + 1, 2 * SEGMENT_HOP)
+                spectral_cpu.ncms_modulation(spectra, STD_FLOOR, out[clip:clip + 1, s:s + n])
+        return out
+    spectra = halves @ dft                                             # (B, Q, S + 1, 214)
     odd = torch.ones(N_MODULATION - 1, dtype=cepstra.dtype, device=cepstra.device)
     odd[::2] = -1                                                      # (-1)^f, f = 1..107
     bins = torch.addcmul(spectra[:, :, :-1], spectra[:, :, 1:], odd.repeat(2))

@@ -110,3 +110,24 @@ def real_cepstrum(signal: Tensor, n_frames: int, hop: int, window: Tensor, n_fft
     """
     return _uncentred_pass(_dlr_cpu.real_cepstrum, signal, n_quefrencies, n_frames, hop, window,
                            n_fft, n_quefrencies, floor)
+
+
+def ncms_modulation(spectra: Tensor, std_floor: float, out: Tensor | None = None) -> Tensor:
+    """The NCMS after its half-segment DFTs (``ncms.ncms_fused``'s last steps in one pass per
+    segment): spectra (batch, rows, segments + 1, 2 half) float32, the DFT bins f = 1..half of
+    each half segment (real parts, then imaginary) -> (batch, segments, rows, half + 1): per
+    segment the magnitudes of ``H0 + (-1)^f H1`` divided by their row's std (Parseval), z-scored
+    over the rows, both stds floored at ``std_floor``; column 0 zero. ``out``: a contiguous
+    float32 tensor of that shape to write into (default: a new one)."""
+    spectra = spectra.contiguous()
+    batch, rows, halves, bins = spectra.shape
+    shape = (batch, max(halves - 1, 0), rows, bins // 2 + 1)
+    if out is None:
+        out = torch.empty(shape)
+    elif tuple(out.shape) != shape or not out.is_contiguous() or out.dtype != torch.float32:
+        raise ValueError(f"out must be a contiguous float32 tensor of shape {shape}")
+    if out.numel():
+        _dlr_cpu.ncms_modulation(spectra.data_ptr(), batch, rows, halves - 1, bins // 2, std_floor,
+                                 out.data_ptr(), torch.get_num_threads())
+    return out
+
