@@ -270,7 +270,7 @@ FAMILIES = [("dlr_source", {}, 48000), ("fcn", {"input": "mel+dlr"}, 48000),
             ("ncms", {"variant": "combined"}, 130000)]
 FUSED_STACKS = {"pooled": 0, "fcn": 2, "mcclstm": 3, "pons": 2, "ncms": 0}
 """Fused conv stacks per family (default 1); pons's two branches have 15 channels each (padded
-to the kernel's 32 with zero kernels, the padding dropped from the output); ncms has none (its
+to 16 (one AVX-512 vector) with zero kernels, the padding dropped from the output); ncms has none (its
 form computes its DNNs' inputs by ``ops.ncms.ncms_fused`` and ``spectral_frames_fused``)."""
 
 
