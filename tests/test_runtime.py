@@ -159,14 +159,18 @@ def test_fft_kernels_transform():
 
 
 def test_fft_is_taken_for_long_rows_only():
-    """The FFT algorithm is chosen for pons's 1 x 60 kernel on 250 frames, not where a row has
-    fewer outputs than taps (mcclstm's 80-frame chunks), not for short kernels, multi-channel
-    inputs or bfloat16."""
+    """The FFT algorithm is chosen for pons's 1 x 60 kernel on 250 frames, not for 3 clips (13
+    of 16 lanes idle), not where a row has few outputs for its transform (mcclstm's 80-frame
+    chunks), not for short kernels, rows longer than 4096, multi-channel inputs or bfloat16."""
     block = random_block(1, 16, (1, 60), (40, 1), "relu", (0, 0, 0, 0))
     assert conv_block_module.best_algorithm(block, (8, 40, 250, 1), False) == "fft"
+    assert conv_block_module.best_algorithm(block, (24, 40, 250, 1), False) == "fft"
+    assert conv_block_module.best_algorithm(block, (3, 40, 250, 1), False) == "direct"  # idle lanes
     assert conv_block_module.best_algorithm(block, (8, 40, 80, 1), False) == "direct"
     short = random_block(1, 16, (1, 9), (1, 1), "relu", (0, 0, 0, 0))
     assert conv_block_module.best_algorithm(short, (8, 4, 250, 1), False) == "direct"
+    assert conv_block_module.best_algorithm(block, (2, 40, 5000, 1), False) == "direct"  # > 4096
+    assert "4096" in cpu_kernel_reason(block, (2, 40, 5000, 1), False, algorithm="fft")
     wide = random_block(2, 16, (1, 60), (1, 1), "relu", (0, 0, 0, 0))
     assert "FFT" in cpu_kernel_reason(wide, (8, 4, 250, 2), False, algorithm="fft")
     block32 = random_block(1, 32, (1, 60), (40, 1), "relu", (0, 0, 0, 0))

@@ -26,7 +26,7 @@ inline int64_t fft_size(int64_t in_cols) {
   return size;
 }
 
-constexpr int64_t kFftMaxCols = int64_t{1} << 16;
+constexpr int64_t kFftMaxCols = 4096;  // a row's transform buffers (2 x 256 KB) stay in L2
 constexpr int64_t kFftChannelChunk = 8;  // output channels per work item
 
 inline bool supports_fft(const ConvBlockGeometry& geo) {

@@ -14,6 +14,7 @@ Layout of the kernel's activations: channels innermost, ``(batch, rows, cols, ch
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -29,9 +30,11 @@ ALGORITHMS = {"direct": 0, "winograd": 1, "fft": 2}
 WINOGRAD_G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]],
                           dtype=torch.float64)
 """G of Winograd F(2, 3): a 3-tap kernel g -> its 4 transformed values G g."""
-FFT_MIN_TAPS = 32
-"""Shortest kernel row the FFT algorithm takes (``fft_pays``): per output it costs about
-5 log2(M) + 8 flops for any length, the direct kernel 2 x taps."""
+FFT_LANES = 16
+"""Clips the FFT algorithm transforms together (one per vector lane, conv_block_fft.h)."""
+FFT_FLOP_PER_POINT_AND_LEVEL = 5
+"""The FFT algorithm's cost model (``fft_pays``): an M-point row transform costs about
+5 log2(M) flops per point, the direct kernel 2 x taps per output."""
 
 
 def _extension():
@@ -133,12 +136,22 @@ def fft_kernels(weight: Tensor, size: int) -> Tensor:
 
 
 def fft_pays(block: FoldedBlock, in_shape: tuple[int, ...]) -> bool:
-    """Whether the FFT algorithm is taken for ``block`` on a padded input of ``in_shape``: a
-    kernel row of at least ``FFT_MIN_TAPS`` taps with at least as many outputs per row (fewer,
-    and the whole-row transforms cost more than they save: e.g. ``mcclstm``'s 1 x 60 kernel on
-    80-frame chunks)."""
+    """Whether the FFT algorithm is taken for ``block`` on a padded input of ``in_shape``
+    (batch, rows, cols, channels): when a row's inverse transform, ~5 log2(M) flops for each of
+    its M points, costs less per valid output than the direct kernel's 2 x taps, counting the
+    idle lanes of a batch that does not fill groups of 16 clips. ``pons``'s 1 x 60 kernel on 250
+    frames: 54 against 120, so 2.2x at 16 clips (measured 2.0x), 1.7x at 24 (1.6x), 1.1x at 8
+    (1.05x), 0.4x at 3 (0.6x: direct); ``mcclstm``'s on 80-frame chunks, 21 outputs per row:
+    213 against 120 (0.6-0.7x: direct)."""
+    batch, _, cols = in_shape[:3]
     taps = block.weight.shape[3]
-    return taps >= FFT_MIN_TAPS and in_shape[2] - taps + 1 >= taps
+    outputs = cols - taps + 1
+    if outputs < 1 or batch < 1 or _extension() is None:
+        return False
+    points = _extension().conv_block_fft_size(cols)
+    lanes = -(-batch // FFT_LANES) * FFT_LANES
+    fft_cost = FFT_FLOP_PER_POINT_AND_LEVEL * math.log2(points) * points * lanes
+    return 2 * taps * outputs * batch > fft_cost
 
 
 def _pack(weight: Tensor, bfloat16: bool, channel_block: int) -> Tensor:
@@ -231,8 +244,8 @@ def cpu_kernel_reason(block: FoldedBlock, in_shape: tuple[int, ...], bfloat16: b
             return ("Winograd F(2x2, 3x3) needs a 3x3 kernel at stride 1, even pool sizes and "
                     "input channels a multiple of the vector width (or no AVX512_BF16)")
         if algorithm == "fft":
-            return ("the FFT algorithm needs float32, one input channel and a one-row kernel at "
-                    "column stride 1")
+            return ("the FFT algorithm needs float32, one input channel, a one-row kernel at "
+                    "column stride 1 and rows of at most 4096 columns")
         return ("the kernel does not cover this geometry (pool width, no AVX512_BF16, or an "
                 "empty output)")
     return None
