@@ -298,6 +298,19 @@ def test_family_inference_form_float32(name, options, samples):
     assert len(form.fused) == FUSED_STACKS.get(name, 1)
 
 
+def test_pons_form_runs_its_temporal_branch_on_the_fft(monkeypatch):
+    """8 clips of 30 s give 24 patches: the temporal branch's 1 x 60 block takes the FFT
+    algorithm there (the family test above, 2 patches, runs it direct), within 1e-5 of eager."""
+    chosen = []
+    best = conv_block_module.best_algorithm
+    monkeypatch.setattr(conv_block_module, "best_algorithm",
+                        lambda *args, **kwargs: chosen.append(best(*args, **kwargs)) or chosen[-1])
+    torch.manual_seed(0)
+    model = randomize_batch_norms(get("pons"))
+    check_parity(model, 240000, "float32", 1e-5, x=torch.randn(8, 240000))
+    assert chosen.count("fft") == 1 and chosen.count("direct") == 1
+
+
 @needs_bf16
 @pytest.mark.parametrize("name, options, samples", FAMILIES)
 def test_family_inference_form_bfloat16(name, options, samples):
