@@ -1,10 +1,11 @@
 // The conv block's FFT algorithm (ConvAlgorithm::kFft, float32): a one-row kernel (1 x K) on a
 // one-channel input at column stride 1, the shape of long temporal filters on a spectrogram
-// (Pons et al.'s 1 x 60). Each input row is transformed once by a real FFT of fft_size(in_cols)
-// points, and each output channel's row is the inverse real FFT of its product with the
-// channel's transformed kernel: per output about 5 log2(M) + 8 flops whatever K, where the direct
-// kernel spends 2 K (120 for K = 60). The correlation is circular over M >= in_cols points, so
-// the conv_cols valid outputs never wrap.
+// (Pons et al.'s 1 x 60). Each input row is transformed once by a real FFT of
+// row_fft_points(in_cols) points, and each output channel's row is the inverse real FFT of its
+// product with the channel's transformed kernel: per output about 5 log2(M) + 8 flops whatever
+// K, where the direct kernel spends 2 K (120 for K = 60). The correlation is circular over
+// M >= in_cols points, so the conv_cols valid outputs never wrap. Which blocks take it: the
+// cost model of runtime/conv_block.py's fft_pays.
 //
 // Lanes are clips: kLanes clips' same row are transformed together (lane_fft.h), so pooling over
 // rows and columns is plain vector max and nothing crosses lanes. A work item is (group of
@@ -20,7 +21,7 @@
 
 // Points of the row transform for rows of in_cols values: the smallest power of two >= in_cols
 // (and >= 2).
-inline int64_t fft_size(int64_t in_cols) {
+inline int64_t row_fft_points(int64_t in_cols) {
   int64_t size = 2;
   while (size < in_cols) size *= 2;
   return size;
@@ -40,7 +41,7 @@ inline void keep_max(lane& acc, const lane& v) { acc = (v > acc) | (v != v) ? v 
 
 class FftRowConv {
  public:
-  explicit FftRowConv(int64_t in_cols) : m_(fft_size(in_cols) / 2), fft_(m_) {
+  explicit FftRowConv(int64_t in_cols) : m_(row_fft_points(in_cols) / 2), fft_(m_) {
     for (int64_t k = 0; k <= m_; ++k) roots_.push_back(unit_root(k, 2 * m_));
   }
 

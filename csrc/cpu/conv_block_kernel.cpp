@@ -31,7 +31,7 @@ bool narrow(const ConvBlockGeometry& geo) {
 
 int64_t conv_block_channel_multiple() { return Float32Math::kWidth * Float32Math::kCoutVectors; }
 
-int64_t conv_block_fft_size(int64_t in_cols) { return fft_size(in_cols); }
+int64_t conv_block_fft_size(int64_t in_cols) { return row_fft_points(in_cols); }
 
 bool conv_block_supports(const ConvBlockGeometry& geo, ConvAlgorithm algorithm) {
   using conv_block_detail::supports_algorithm;
