@@ -11,7 +11,7 @@
 // two buffers. Radix 8 is taken where a lane is one register (AVX-512: its 16 complex inputs fit
 // the 32 registers): every pass reads and writes the whole transform, and 512 points take 3
 // passes instead of 5; a 16 left over goes as 4 x 4, not 8 x 2 (1024 points: 8, 8, 4, 4; the
-// lone radix-2 pass measured ~8 % slower on mcclstm's mel). (A four-step FFT whose sub-FFTs run
+// lone radix-2 pass measured 5-10 % slower on mcclstm's mel). (A four-step FFT whose sub-FFTs run
 // in L1 measured slower at 1024 points: 1.2 against 0.75 us per frame.)
 // Included inside the instruction set's namespace (DLR_ISA) by the kernel sources (the spectral
 // passes and the conv block's FFT algorithm), after <cmath>, <cstdint>, <utility> and <vector>.
