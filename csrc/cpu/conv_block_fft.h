@@ -9,8 +9,9 @@
 //
 // Lanes are clips: kLanes clips' same row are transformed together (lane_fft.h), so pooling over
 // rows and columns is plain vector max and nothing crosses lanes. A work item is (group of
-// kLanes clips, pooled output row, range of output channels); its pooled row (channels x
-// out_cols lanes) stays in the thread's buffer until act(max + bias) is scattered to out.
+// kLanes clips, pooled output row, its output channels, or ranges of them where the items would
+// not split evenly over the threads); its pooled row (channels x out_cols lanes) stays in the thread's buffer
+// until act(max + bias) is scattered to out.
 //
 // Packed weights w: (out_channels, M / 2 + 1) complex float pairs, conj(DFT_M(kernel)) / M.
 // A non-finite input spreads over its whole row here (the direct kernel keeps it to the
@@ -28,7 +29,7 @@ inline int64_t row_fft_points(int64_t in_cols) {
 }
 
 constexpr int64_t kFftMaxCols = 4096;  // a row's transform buffers (2 x 256 KB) stay in L2
-constexpr int64_t kFftChannelChunk = 8;  // output channels per work item
+constexpr int64_t kFftChannelChunk = 8;  // output channels per work item, where items are split
 
 inline bool supports_fft(const ConvBlockGeometry& geo) {
   return conv_block_shape_ok(geo) && geo.in_channels == 1 && geo.kernel_rows == 1 &&
@@ -127,17 +128,21 @@ void run_fft(const float* x, const float* w, const float* bias, float* out,
   const FftRowConv conv(geo.in_cols);
   const int64_t m = conv.half(), out_rows = geo.out_rows(), out_cols = geo.out_cols();
   const int64_t pc = geo.pool_cols, groups = (geo.batch + kLanes - 1) / kLanes;
-  const int64_t chunks = (geo.out_channels + kFftChannelChunk - 1) / kFftChannelChunk;
+  // all channels per item (each row transformed once) where the items split evenly over the
+  // threads; else ranges of channels, more items to balance (each range transforms its rows)
+  const int64_t chunk =
+      groups * out_rows % std::max(threads, 1) == 0 ? geo.out_channels : kFftChannelChunk;
+  const int64_t chunks = (geo.out_channels + chunk - 1) / chunk;
   const Complex* weights = reinterpret_cast<const Complex*>(w);
 #pragma omp parallel num_threads(threads)
   {
     std::vector<lane> data(2 * m), scratch(2 * m), xr(m + 1), xi(m + 1);
-    std::vector<lane> pooled(kFftChannelChunk * out_cols);
+    std::vector<lane> pooled(std::min(chunk, geo.out_channels) * out_cols);
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < groups * out_rows * chunks; ++item) {
       const int64_t group = item / (out_rows * chunks), orow = item / chunks % out_rows;
-      const int64_t c0 = item % chunks * kFftChannelChunk;
-      const int64_t channels = std::min(kFftChannelChunk, geo.out_channels - c0);
+      const int64_t c0 = item % chunks * chunk;
+      const int64_t channels = std::min(chunk, geo.out_channels - c0);
       const int64_t clip0 = group * kLanes, count = std::min<int64_t>(kLanes, geo.batch - clip0);
       for (int64_t q = 0; q < geo.pool_rows; ++q) {
         load_rows(x, geo, clip0, count, orow * geo.pool_rows + q, 2 * m, data.data());
