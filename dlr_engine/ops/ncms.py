@@ -58,7 +58,8 @@ CHUNK_SEGMENTS = 8
 """Segments per DFT matmul on the CPU path of ``ncms_fused``: their spectra (~4 MB) stay in
 cache for the modulation pass, and the matmul runs ~2x faster than on a whole batch's (a
 (49248, 107) @ (107, 214) product at 8 x 30 s: 34.7 ms; in 4096-row pieces: 17.6 ms).
-``ncms_fused`` at 8 x 30 s: 44 -> 34 ms against one product per batch; 2 x 200 s: 126 -> 90."""
+Against one product per clip (medians of 2 series): 2 x 200 s 119-134 -> 90-92 ms; at 8 x 30 s
+(11 segments a clip) the two are within noise, 32-46 against 34-39 ms."""
 MIN_SAMPLES = N_FFT + (SEGMENT_FRAMES - 1) * HOP_LENGTH
 
 

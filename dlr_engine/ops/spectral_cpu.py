@@ -130,4 +130,3 @@ def ncms_modulation(spectra: Tensor, std_floor: float, out: Tensor | None = None
         _dlr_cpu.ncms_modulation(spectra.data_ptr(), batch, rows, halves - 1, bins // 2, std_floor,
                                  out.data_ptr(), torch.get_num_threads())
     return out
-
