@@ -17,7 +17,8 @@
 // A non-finite input spreads over its whole row here (the direct kernel keeps it to the
 // windows that touch it): the caller sends such inputs to the direct kernel.
 //
-// Included inside dlr::DLR_ISA's anonymous namespace after lane_fft.h.
+// Included inside dlr::DLR_ISA's anonymous namespace after lane_fft.h and conv_block_driver.h
+// (its nan_max and activate, on lanes).
 #pragma once
 
 // Points of the row transform for rows of in_cols values: the smallest power of two >= in_cols
@@ -35,10 +36,6 @@ inline bool supports_fft(const ConvBlockGeometry& geo) {
   return conv_block_shape_ok(geo) && geo.in_channels == 1 && geo.kernel_rows == 1 &&
          geo.stride_cols == 1 && geo.in_cols <= kFftMaxCols;
 }
-
-// acc = max(acc, v), a NaN of either kept (conv_block_driver.h's nan_max; references, so
-// that the 16-float lanes never pass by value where they are wider than the ISA's vectors).
-inline void keep_max(lane& acc, const lane& v) { acc = (v > acc) | (v != v) ? v : acc; }
 
 class FftRowConv {
  public:
@@ -116,15 +113,10 @@ inline void load_rows(const float* x, const ConvBlockGeometry& geo, int64_t clip
   }
 }
 
-// The block's activation of one value; NaN stays NaN (conv_block_driver.h's activate).
-inline float activate(float v, Activation act) {
-  if (act == Activation::kRelu) return v > 0.f || v != v ? v : 0.f;
-  if (act == Activation::kElu) return v > 0.f ? v : std::expm1(v);
-  return v;
-}
-
 void run_fft(const float* x, const float* w, const float* bias, float* out,
              const ConvBlockGeometry& geo, int threads) {
+  using conv_block_detail::activate;
+  using conv_block_detail::nan_max;
   const FftRowConv conv(geo.in_cols);
   const int64_t m = conv.half(), out_rows = geo.out_rows(), out_cols = geo.out_cols();
   const int64_t pc = geo.pool_cols, groups = (geo.batch + kLanes - 1) / kLanes;
@@ -155,21 +147,17 @@ void run_fft(const float* x, const float* w, const float* bias, float* out,
             lane v = (t * pc) % 2 == 0 ? z[t * pc] : -z[t * pc];
             for (int64_t p = 1; p < pc; ++p) {
               const int64_t col = t * pc + p;
-              keep_max(v, col % 2 == 0 ? z[col] : -z[col]);
+              v = nan_max(v, col % 2 == 0 ? z[col] : -z[col]);
             }
-            if (q == 0)
-              dst[t] = v;
-            else
-              keep_max(dst[t], v);
+            dst[t] = q == 0 ? v : nan_max(dst[t], v);
           }
         }
       }
       for (int64_t c = 0; c < channels; ++c)
         for (int64_t t = 0; t < out_cols; ++t) {
-          const lane& v = pooled[c * out_cols + t];
+          const lane v = activate(pooled[c * out_cols + t] + bias[c0 + c], geo.activation, kLanes);
           float* dst = out + orow * geo.out_row_stride + t * geo.out_col_stride + c0 + c;
-          for (int64_t i = 0; i < count; ++i)
-            dst[(clip0 + i) * geo.out_batch_stride] = activate(v[i] + bias[c0 + c], geo.activation);
+          for (int64_t i = 0; i < count; ++i) dst[(clip0 + i) * geo.out_batch_stride] = v[i];
         }
     }
   }
